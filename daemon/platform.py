@@ -1,0 +1,69 @@
+"""The one place that reads the platform, the environment and user folders.
+
+Everything else asks this module, so tests (and portable installs) can move
+every folder with environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from functools import cache
+from pathlib import Path
+
+from platformdirs import PlatformDirs
+
+from daemon import APP_NAME
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+@cache
+def _dirs() -> PlatformDirs:
+    return PlatformDirs(APP_NAME, appauthor=False)
+
+
+def _env_dir(var: str, default: str) -> Path:
+    value = os.environ.get(var)
+    return Path(value).expanduser() if value else Path(default)
+
+
+def config_dir() -> Path:
+    """The user's config folder (``YOMITORI_CONFIG_DIR`` overrides)."""
+    return _env_dir("YOMITORI_CONFIG_DIR", _dirs().user_config_dir)
+
+
+def data_dir() -> Path:
+    """Where history and other user data live (``YOMITORI_DATA_DIR`` overrides)."""
+    return _env_dir("YOMITORI_DATA_DIR", _dirs().user_data_dir)
+
+
+def cache_dir() -> Path:
+    """Where rebuildable files live, e.g. the assembled demo model."""
+    return _env_dir("YOMITORI_CACHE_DIR", _dirs().user_cache_dir)
+
+
+def log_dir() -> Path:
+    """Where logs go (``YOMITORI_LOG_DIR`` overrides)."""
+    return _env_dir("YOMITORI_LOG_DIR", _dirs().user_log_dir)
+
+
+def defaults_dir() -> Path:
+    """The shipped ``hotkeys.toml`` and ``prompts/``.
+
+    An installed wheel carries them in ``daemon/_defaults``; a source checkout
+    (editable install) has them at the repository's top level.
+    """
+    packaged = _PACKAGE_DIR / "_defaults"
+    if packaged.is_dir():
+        return packaged
+    return _PACKAGE_DIR.parent
+
+
+def env_model() -> str | None:
+    """``YOMITORI_MODEL``: a GGUF path that overrides the configured default."""
+    return os.environ.get("YOMITORI_MODEL") or None
+
+
+def is_windows() -> bool:
+    return sys.platform == "win32"

@@ -1,0 +1,100 @@
+"""Read TOML files with errors that name the file, the line and the key."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from daemon.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+_LINE_RE = re.compile(r"at line (\d+), column (\d+)")
+
+
+@dataclass(frozen=True)
+class TomlDoc:
+    """A parsed file and its text, kept so later checks can point at lines."""
+
+    path: Path
+    text: str
+    data: dict[str, Any]
+
+    def line_of(self, key: str) -> int | None:
+        """The first line (1-based) where ``key = …`` or ``[….key]`` appears."""
+        pattern = re.compile(
+            rf"""^\s*(?:["']?{re.escape(key)}["']?\s*=|\[+[^\]]*\b{re.escape(key)}\b[^\]]*\]+)"""
+        )
+        for number, line in enumerate(self.text.splitlines(), start=1):
+            if pattern.match(line):
+                return number
+        return None
+
+    def where(self, key: str | None = None) -> str:
+        """``path`` or ``path, line N`` for messages."""
+        line = self.line_of(key) if key else None
+        return f"{self.path}, line {line}" if line else str(self.path)
+
+
+def load_toml(path: Path) -> TomlDoc:
+    """Parse ``path``; a syntax error names the file, line and column."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}).") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the file ({err.strerror}).") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        message = str(err)
+        match = _LINE_RE.search(message)
+        reason = _LINE_RE.sub("", message).strip().rstrip("()").strip()
+        if match:
+            raise ConfigError(
+                f"{path}, line {match.group(1)}, column {match.group(2)}: invalid TOML: {reason}."
+            ) from None
+        raise ConfigError(f"{path}: invalid TOML: {reason}.") from None
+    return TomlDoc(path=path, text=text, data=data)
+
+
+def check_keys(
+    doc: TomlDoc, table: Mapping[str, Any], allowed: Iterable[str], context: str = ""
+) -> None:
+    """Raise naming the first key of ``table`` that is not in ``allowed``."""
+    allowed_set = set(allowed)
+    for key in table:
+        if key not in allowed_set:
+            known = ", ".join(sorted(allowed_set))
+            inside = f" in {context}" if context else ""
+            raise ConfigError(
+                f"{doc.where(key)}: unknown key '{key}'{inside} (known keys: {known})."
+            )
+
+
+def expect_type(doc: TomlDoc, key: str, value: Any, kind: type | tuple[type, ...]) -> Any:
+    """Return ``value`` if it has the wanted type, else raise naming the key."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    # bool is an int in Python; a TOML boolean is never a valid number here.
+    is_bool_for_number = isinstance(value, bool) and bool not in kinds
+    if is_bool_for_number or not isinstance(value, kinds):
+        names = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+        raise ConfigError(f"{doc.where(key)}: '{key}' must be {names}, not {value!r}.")
+    return value
+
+
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    list: "a list",
+    dict: "a table",
+}
