@@ -29,7 +29,9 @@ from daemon.models import ModelSpec
 
 log = logging.getLogger(__name__)
 
-_POLL_S = 0.05
+# How often a waiting request checks that the worker is still alive; a dead
+# worker normally shows up at once as end-of-file on its pipe.
+_POLL_S = 0.5
 
 
 def describe_exit(code: int | None) -> str:

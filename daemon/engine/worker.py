@@ -46,6 +46,13 @@ _OPTION_NAMES = {
 }
 
 
+# Pieces after the first are sent at most this often: every send wakes the
+# daemon side, and on a machine whose cores all run llama.cpp threads each
+# wake-up preempts one of them (measured: -10 % tokens/s on 2 cores when
+# every token was sent on its own).
+STREAM_INTERVAL_S = 0.04
+
+
 class RequestCancelled(Exception):
     """Raised inside llama-cpp-python's generate loop to stop it."""
 
@@ -74,7 +81,7 @@ def _redirect_output(log_path: str | None) -> Channel:
     return Channel(stdin, stdout)
 
 
-def _default_threads() -> int | None:
+def default_threads() -> int | None:
     try:
         import psutil
 
@@ -169,7 +176,7 @@ class Worker:
         flash_attn = spec.get("flash_attn")
         if flash_attn is None:
             flash_attn = gpu and n_gpu_layers != 0
-        threads = spec.get("threads") or _default_threads()
+        threads = spec.get("threads") or default_threads()
         chat_handler = None
         if spec.get("mmproj"):
             from llama_cpp.llama_chat_format import MTMDChatHandler
@@ -220,14 +227,21 @@ class Worker:
         llm.begin_request(lambda: request_id in self.cancelled)
         first: float | None = None
         finish = "stop"
+        pending: list[str] = []
+        last_send = 0.0  # the first piece goes out at once (time to first token)
         try:
             for chunk in llm.create_chat_completion(messages, stream=True, **kwargs):
                 choice = chunk["choices"][0]
                 piece = choice.get("delta", {}).get("content")
                 if piece:
+                    now = time.perf_counter()
                     if first is None:
-                        first = time.perf_counter() - started
-                    self.send({"ev": "chunk", "id": request_id, "text": piece})
+                        first = now - started
+                    pending.append(piece)
+                    if now - last_send >= STREAM_INTERVAL_S:
+                        self.send({"ev": "chunk", "id": request_id, "text": "".join(pending)})
+                        pending.clear()
+                        last_send = now
                 if choice.get("finish_reason"):
                     finish = choice["finish_reason"]
         except (RequestCancelled, RuntimeError) as err:
@@ -240,6 +254,8 @@ class Worker:
         finally:
             counts = llm.end_request()
             self.active = None
+            if pending:
+                self.send({"ev": "chunk", "id": request_id, "text": "".join(pending)})
         if request_id in self.cancelled:
             finish = "cancelled"
         self.cancelled.discard(request_id)
