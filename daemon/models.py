@@ -86,21 +86,23 @@ def parse_models(doc: TomlDoc) -> ModelsConfig:
     check_keys(doc, data, ("default", "models"))
     config = ModelsConfig(path=doc.path)
     for name, raw in expect_type(doc, "models", data.get("models", {}), dict).items():
-        expect_type(doc, name, raw, dict)
-        check_keys(doc, raw, _MODEL_KEYS, f"[models.{name}]")
+        # Look-ups inside this model's table, so errors point at its own lines.
+        sub = doc.within(f"models.{name}")
+        expect_type(doc.within("models"), name, raw, dict)
+        check_keys(sub, raw, _MODEL_KEYS, f"[models.{name}]")
         if "path" not in raw:
-            raise ConfigError(f"{doc.where(name)}: model '{name}' needs a path to its GGUF file.")
-        path = _path_value(doc, "path", raw["path"])
+            raise ConfigError(f"{sub.where(name)}: model '{name}' needs a path to its GGUF file.")
+        path = _path_value(sub, "path", raw["path"])
         spec = ModelSpec(name=name, path=path, source=str(doc.path))
         if "mmproj" in raw:
-            spec = replace(spec, mmproj=_path_value(doc, "mmproj", raw["mmproj"]))
+            spec = replace(spec, mmproj=_path_value(sub, "mmproj", raw["mmproj"]))
         for key, kind in (("n_ctx", int), ("n_gpu_layers", int), ("threads", int)):
             if key in raw:
-                spec = replace(spec, **{key: expect_type(doc, key, raw[key], kind)})
+                spec = replace(spec, **{key: expect_type(sub, key, raw[key], kind)})
         if "flash_attn" in raw:
-            spec = replace(spec, flash_attn=expect_type(doc, "flash_attn", raw["flash_attn"], bool))
+            spec = replace(spec, flash_attn=expect_type(sub, "flash_attn", raw["flash_attn"], bool))
         if "chat_format" in raw:
-            chat_format = expect_type(doc, "chat_format", raw["chat_format"], str)
+            chat_format = expect_type(sub, "chat_format", raw["chat_format"], str)
             spec = replace(spec, chat_format=chat_format)
         config.models[name] = spec
     if "default" in data:

@@ -102,6 +102,7 @@ def _parse_variable(doc: TomlDoc, name: str, raw: Any) -> Variable:
     if not isinstance(raw, dict):
         expect_type(doc, name, raw, (str, int, float))
         return Variable(name=name, default=str(raw))
+    doc = doc.within(f"vars.{name}")
     check_keys(doc, raw, _VAR_KEYS, f"[vars.{name}]")
     default = raw.get("default")
     if default is not None:
@@ -158,12 +159,15 @@ def parse_template(doc: TomlDoc) -> Template:
     if "user" not in data:
         raise ConfigError(f"{doc.path}: missing the 'user' part (the text that holds $input).")
     user = expect_type(doc, "user", data["user"], str)
+    vars_doc = doc.within("vars")
     variables = {
-        key: _parse_variable(doc, key, raw)
+        key: _parse_variable(vars_doc, key, raw)
         for key, raw in expect_type(doc, "vars", data.get("vars", {}), dict).items()
     }
     if INPUT_VAR in variables:
-        raise ConfigError(f"{doc.where(INPUT_VAR)}: $input is filled from the source; remove it.")
+        raise ConfigError(
+            f"{vars_doc.where(INPUT_VAR)}: $input is filled from the source; remove it."
+        )
     used = placeholders(system, f"{doc.path} [system]") + placeholders(user, f"{doc.path} [user]")
     for var in used:
         if var != INPUT_VAR and var not in variables:
@@ -178,8 +182,11 @@ def parse_template(doc: TomlDoc) -> Template:
     if kind == "text" and INPUT_VAR not in used:
         raise ConfigError(f"{doc.where('user')}: the user part must contain $input.")
     raw_options = expect_type(doc, "options", data.get("options", {}), dict)
-    check_keys(doc, raw_options, OPTION_TYPES, "[options]")
-    options = {key: coerce_option(key, value, doc.where(key)) for key, value in raw_options.items()}
+    options_doc = doc.within("options")
+    check_keys(options_doc, raw_options, OPTION_TYPES, "[options]")
+    options = {
+        key: coerce_option(key, value, options_doc.where(key)) for key, value in raw_options.items()
+    }
     description = expect_type(doc, "description", data.get("description", ""), str)
     return Template(
         name=name,

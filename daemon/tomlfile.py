@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 _LINE_RE = re.compile(r"at line (\d+), column (\d+)")
+_HEADER_RE = re.compile(r"^\s*\[\[?([^\[\]]+)\]\]?\s*(?:#.*)?$")
 
 
 @dataclass(frozen=True)
@@ -26,15 +27,43 @@ class TomlDoc:
     path: Path
     text: str
     data: dict[str, Any]
+    # 0-based [start, end) line ranges that look-ups search; None: the whole file.
+    scope: tuple[tuple[int, int], ...] | None = None
+
+    def within(self, table: str) -> TomlDoc:
+        """The same file, with line look-ups limited to ``[table]`` and its sub-tables.
+
+        Without this, a key that several tables share (``default`` of two
+        variables, ``path`` of two models) would be reported at its first line.
+        """
+        lines = self.text.splitlines()
+        ranges: list[tuple[int, int]] = []
+        start: int | None = None
+        for number, line in enumerate(lines):
+            match = _HEADER_RE.match(line)
+            if match is None:
+                continue
+            header = re.sub(r"""[\s"']""", "", match.group(1))
+            inside = header == table or header.startswith(f"{table}.")
+            if inside and start is None:
+                start = number
+            elif not inside and start is not None:
+                ranges.append((start, number))
+                start = None
+        if start is not None:
+            ranges.append((start, len(lines)))
+        return replace(self, scope=tuple(ranges)) if ranges else self
 
     def line_of(self, key: str) -> int | None:
         """The first line (1-based) where ``key = …`` or ``[….key]`` appears."""
         pattern = re.compile(
             rf"""^\s*(?:["']?{re.escape(key)}["']?\s*=|\[+[^\]]*\b{re.escape(key)}\b[^\]]*\]+)"""
         )
-        for number, line in enumerate(self.text.splitlines(), start=1):
-            if pattern.match(line):
-                return number
+        lines = self.text.splitlines()
+        for start, end in self.scope or ((0, len(lines)),):
+            for number in range(start, end):
+                if pattern.match(lines[number]):
+                    return number + 1
         return None
 
     def where(self, key: str | None = None) -> str:

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Set up yomitori in .venv at the top of this checkout (safe to run again).
+#
+#   installer/setup.sh          yomitori + the small demo model ('tiny')
+#   installer/setup.sh --test   … plus everything the test suite needs
+#
+# llama-cpp-python compiles llama.cpp from source. The default here is a portable
+# CPU build (-DGGML_NATIVE=off): a native build crashes in ggml's AMX kernels on
+# some CPUs. For GPU speed, set CMAKE_ARGS first, e.g.
+#   CMAKE_ARGS="-DGGML_NATIVE=off -DGGML_CUDA=on"   installer/setup.sh   (NVIDIA)
+#   CMAKE_ARGS="-DGGML_NATIVE=off -DGGML_VULKAN=on" installer/setup.sh   (AMD/Intel/NVIDIA)
+#   CMAKE_ARGS="-DGGML_METAL=on"                    installer/setup.sh   (Apple Silicon)
+# and the build is redone whenever CMAKE_ARGS differs from the last build's.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+extras="tiny"
+for arg in "$@"; do
+  case "$arg" in
+    --test) extras="test" ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option $arg (use --test or --help)" >&2; exit 2 ;;
+  esac
+done
+
+python="${PYTHON:-python3}"
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+  echo "setup.sh: yomitori needs Python 3.10 or newer; set PYTHON=/path/to/python3.x" >&2
+  exit 1
+fi
+if ! command -v c++ >/dev/null 2>&1 && ! command -v g++ >/dev/null 2>&1 && ! command -v clang++ >/dev/null 2>&1; then
+  echo "setup.sh: a C++ compiler is needed to build llama.cpp (Debian/Ubuntu: sudo apt install build-essential; macOS: xcode-select --install)" >&2
+  exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+pip=(.venv/bin/python -m pip --disable-pip-version-check)
+"${pip[@]}" install --quiet --upgrade pip
+
+cmake_args="${CMAKE_ARGS:--DGGML_NATIVE=off}"
+stamp=.venv/.llama-cmake-args
+if ! .venv/bin/python -c 'import llama_cpp' 2>/dev/null || [ "$(cat "$stamp" 2>/dev/null)" != "$cmake_args" ]; then
+  echo "Building llama-cpp-python with CMAKE_ARGS=\"$cmake_args\" (a few minutes)…"
+  reinstall=()
+  if [ -f "$stamp" ] || .venv/bin/python -c 'import llama_cpp' 2>/dev/null; then
+    # pip would reuse its cached wheel from the previous flags otherwise.
+    reinstall=(--force-reinstall --no-cache-dir --no-deps)
+  fi
+  CMAKE_ARGS="$cmake_args" "${pip[@]}" install --quiet "${reinstall[@]}" "llama-cpp-python>=0.3.16"
+  printf '%s' "$cmake_args" > "$stamp"
+fi
+
+"${pip[@]}" install --quiet -e ".[${extras}]"
+echo "yomitori is set up: .venv/bin/yomitori (try: .venv/bin/yomitori --help)"
