@@ -263,3 +263,57 @@ def test_python_dash_m_and_console_script_agree():
         pytest.skip("the yomitori console script is not installed next to this Python")
     done = subprocess.run([str(script), "templates"], capture_output=True, text=True, check=False)
     assert done.returncode == 0 and "translate_en" in done.stdout
+
+
+@needs_model
+def test_input_longer_than_the_context_is_a_clear_error():
+    done = run_cli(
+        "do", "translate_en", "--model", "tiny", "--stdin", stdin="長い文章です。" * 1500
+    )
+    assert done.returncode == 1
+    assert "too long" in done.stderr and "n_ctx" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+@needs_model
+def test_ctrl_c_cancels_and_leaves_no_worker_behind():
+    import signal
+
+    import psutil
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "daemon",
+            "do",
+            "variations",
+            "--model",
+            "tiny",
+            "--text",
+            "a ship",
+            "--set",
+            "max_tokens=3000",
+            "--set",
+            "count=50",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=os.environ.copy(),
+    )
+    me = psutil.Process(proc.pid)
+    workers: list[psutil.Process] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not workers:
+        workers = [c for c in me.children() if "daemon.engine.worker" in " ".join(c.cmdline())]
+        time.sleep(0.05)
+    assert workers, "the worker process should have started"
+    time.sleep(1.5)  # loading and generating
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "Cancelled" in err and "Traceback" not in err
+    _gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, "the worker must exit with the command"

@@ -8,6 +8,7 @@ next request starts a fresh worker with the same model.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -24,7 +25,7 @@ from typing import Any
 from daemon import platform
 from daemon.engine import Generation, TextSink
 from daemon.engine.channel import Channel
-from daemon.errors import Cancelled, EngineError, ModelError, WorkerCrashed
+from daemon.errors import Cancelled, EngineError, ModelError, WorkerCrashed, YomitoriError
 from daemon.models import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,12 @@ class WorkerEngine:
                     event = {"finish_reason": "cancelled", "timings": {}}
                 else:
                     raise
+            except BaseException:
+                # Leaving early (Ctrl-C, a failing callback): stop the worker's work too,
+                # or it would stay busy with a request nobody waits for.
+                with contextlib.suppress(YomitoriError, OSError, ValueError):
+                    self._send({"op": "cancel", "id": request_id})
+                raise
             finally:
                 self._active = None
             timings = event.get("timings", {})

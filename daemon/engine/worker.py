@@ -63,7 +63,7 @@ def _redirect_output(log_path: str | None) -> Channel:
     llama.cpp prints from C straight to file descriptors 1 and 2, so the
     protocol moves to a duplicate of fd 1 before both are pointed at the log.
     """
-    stdin = os.fdopen(os.dup(0), "rb", buffering=0)
+    stdin = os.fdopen(os.dup(0), "rb")
     stdout = os.fdopen(os.dup(1), "wb")
     target = os.devnull
     if log_path:
@@ -98,6 +98,7 @@ class Worker:
         self.llm: Any = None
         self.info: dict[str, Any] = {}
         self.active: int | None = None
+        self.last_done = 0  # ids only grow; a cancel for a finished request is ignored
 
     # -- plumbing ---------------------------------------------------------
     def send(self, message: dict[str, Any]) -> None:
@@ -111,7 +112,9 @@ class Worker:
                 os._exit(0)
             op = message.get("op")
             if op == "cancel":
-                self.cancelled.add(message.get("id", -1))
+                request_id = message.get("id", -1)
+                if isinstance(request_id, int) and request_id > self.last_done:
+                    self.cancelled.add(request_id)
             elif op == "stats":
                 self.send({"ev": "stats", "id": message.get("id"), **self.stats()})
             else:
@@ -259,6 +262,7 @@ class Worker:
         if request_id in self.cancelled:
             finish = "cancelled"
         self.cancelled.discard(request_id)
+        self.last_done = max(self.last_done, request_id)
         self.send(
             {
                 "ev": "done",
