@@ -326,9 +326,9 @@ def _worker_env() -> dict[str, str]:
 
 def _spawn_worker(log_path: Path) -> tuple[subprocess.Popen[bytes], Channel]:
     """Start ``python -m daemon.engine.worker`` with its pipes as the channel."""
-    flags = 0
-    if sys.platform == "win32":
-        flags = subprocess.CREATE_NO_WINDOW  # no console window flashing up
+    windows = platform.is_windows()
+    # No console window flashing up on Windows.
+    flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if windows else 0
     proc = subprocess.Popen(
         [sys.executable, "-m", "daemon.engine.worker", "--log", str(log_path)],
         stdin=subprocess.PIPE,
@@ -337,7 +337,7 @@ def _spawn_worker(log_path: Path) -> tuple[subprocess.Popen[bytes], Channel]:
         env=_worker_env(),
         creationflags=flags,
         # Ctrl-C in the terminal is the daemon side's to handle (it cancels).
-        start_new_session=sys.platform != "win32",
+        start_new_session=not windows,
     )
     assert proc.stdin is not None and proc.stdout is not None
     channel = Channel(proc.stdout, proc.stdin)
