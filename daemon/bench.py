@@ -63,6 +63,7 @@ class _Raw:
             flash_attn=bool(info.get("flash_attn")),
             n_threads=info.get("threads"),
             n_threads_batch=info.get("threads"),
+            chat_format=spec.chat_format,
             verbose=False,
         )
 

@@ -158,4 +158,5 @@ def test_stats_report_the_worker(engine):
     assert stats["loaded"] is True and stats["model"] == "tiny"
     assert stats["rss_bytes"] > 50 * 2**20
     assert stats["n_ctx"] >= 512
+    assert stats["cached_tokens"] > 0  # answered by the worker itself
     assert stats["last_timings"]["prompt_tokens"] > 0

@@ -190,13 +190,21 @@ class WorkerEngine:
             **{k: v for k, v in self._info.items() if k != "model_path"},
         }
         if self._alive():
-            try:
-                import psutil
-
-                state["rss_bytes"] = psutil.Process(self._proc.pid).memory_info().rss
-            except Exception:  # the process may exit between the check and the read
-                state["rss_bytes"] = None
+            state["rss_bytes"] = _rss(self._proc.pid)
             state["log"] = str(self._log_path)
+            # Only an idle worker is asked (a running request owns the channel);
+            # it answers from its reader thread at once.
+            if self._request_lock.acquire(blocking=False):
+                try:
+                    request_id = next(self._ids)
+                    self._send({"op": "stats", "id": request_id})
+                    reply = self._receive(request_id, timeout=2.0)
+                    state["cached_tokens"] = reply.get("cached_tokens")
+                    state["rss_bytes"] = reply.get("rss_bytes") or state["rss_bytes"]
+                except EngineError as err:
+                    log.debug("worker stats unavailable: %s", err)
+                finally:
+                    self._request_lock.release()
         if self.last is not None:
             state["last_timings"] = self.last.timings()
         return state
@@ -248,17 +256,20 @@ class WorkerEngine:
         except (OSError, ValueError):
             raise self._crashed() from None
 
-    def _receive(self, request_id: int) -> dict[str, Any]:
+    def _receive(self, request_id: int, timeout: float | None = None) -> dict[str, Any]:
         """The next event for ``request_id``; raises WorkerCrashed if the worker dies."""
         channel = self._channel
         if channel is None:
             raise self._crashed()
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
                 event = channel.inbox.get(timeout=_POLL_S)
             except queue.Empty:
                 if not self._alive():
                     raise self._crashed() from None
+                if deadline is not None and time.monotonic() > deadline:
+                    raise EngineError("The model worker did not answer in time.") from None
                 continue
             if event.get("ev") == "eof":
                 raise self._crashed()
@@ -314,6 +325,15 @@ class WorkerEngine:
         proc = state.get("_proc")
         if proc is not None and proc.poll() is None:
             proc.kill()
+
+
+def _rss(pid: int) -> int | None:
+    try:
+        import psutil
+
+        return int(psutil.Process(pid).memory_info().rss)
+    except Exception:  # the process may exit between the check and the read
+        return None
 
 
 def _worker_env() -> dict[str, str]:
