@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -53,6 +54,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     do.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     do.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    run = sub.add_parser("run", help="start the daemon: hotkeys, tray, notifications")
+    run.add_argument("--no-tray", action="store_true", help="no tray icon")
+    run.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    trigger = sub.add_parser("trigger", help="run an action inside the running daemon")
+    trigger.add_argument("action")
+    trigger.add_argument(
+        "--source",
+        default="clipboard",
+        choices=("clipboard", "selection", "region", "clipboard_image"),
+    )
+    trigger.add_argument("--text", help="use this text instead of a source")
+    trigger.add_argument(
+        "--output",
+        action="append",
+        choices=("clipboard", "paste", "notify"),
+        help="where the result goes (repeatable; default clipboard + notify)",
+    )
+    trigger.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    trigger.add_argument("--model")
+    trigger.add_argument("--no-wait", action="store_true", help="return once queued")
+    trigger.add_argument("--json", action="store_true")
+
+    status = sub.add_parser("status", help="the daemon's state (exit 3 when it is not running)")
+    status.add_argument("--json", action="store_true")
+    for name, text in (
+        ("reload", "re-read hotkeys.toml, templates and models"),
+        ("cancel", "stop the running generation"),
+        ("free", "unload the model now (free VRAM)"),
+        ("quit", "stop the daemon"),
+    ):
+        sub.add_parser(name, help=text)
+
+    history = sub.add_parser("history", help="recent results (stored on this machine only)")
+    history.add_argument("--limit", type=int, default=20)
+    history.add_argument("--json", action="store_true")
+    history.add_argument("--clear", action="store_true", help="delete the whole history")
 
     sub.add_parser("templates", help="list prompt templates and where each comes from")
     sub.add_parser("models", help="list configured models")
@@ -197,6 +236,73 @@ def cmd_paths(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from daemon.desktop.app import main as run_daemon
+
+    return run_daemon(use_tray=False if args.no_tray else None, debug=args.debug)
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    from daemon.desktop import ipc
+
+    message: dict[str, Any] = {
+        "cmd": "trigger", "action": args.action, "source": args.source, "text": args.text,
+        "output": args.output or ["clipboard", "notify"], "vars": parse_sets(args.set),
+        "model": args.model, "wait": not args.no_wait,
+    }  # fmt: skip
+    reply = ipc.request(message, timeout=None)
+    if not reply.get("ok"):
+        raise YomitoriError(str(reply.get("error") or "the daemon refused the request"))
+    if args.json:
+        print(json.dumps(reply, ensure_ascii=False))
+    elif "text" in reply:
+        print(reply["text"])
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from daemon.desktop import ipc
+
+    status = ipc.request({"cmd": "status"})["status"]
+    if args.json:
+        print(json.dumps(status))
+        return 0
+    for key, value in status.items():
+        if key == "worker_rss_bytes" and value:
+            value = f"{value / 2**20:.0f} MiB"
+        print(f"{key}: {value}")
+    return 0
+
+
+def cmd_simple(args: argparse.Namespace) -> int:
+    from daemon.desktop import ipc
+
+    reply = ipc.request({"cmd": args.command}, timeout=60)
+    if not reply.get("ok"):
+        raise YomitoriError(str(reply.get("error")))
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from daemon.sinks.history import History, default_path
+
+    if not default_path().exists():
+        print("No history yet.")
+        return 0
+    history = History()
+    if args.clear:
+        print(f"Deleted {history.clear()} entries.")
+        return 0
+    entries = history.recent(args.limit)
+    if args.json:
+        print(json.dumps([e.as_dict() for e in entries], ensure_ascii=False))
+        return 0
+    for entry in entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.ts))
+        print(f"{when}  {entry.action}  [{entry.source}, {entry.model}]\n  {entry.output}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from daemon.bench import run_bench
 
@@ -211,6 +317,14 @@ COMMANDS: dict[str, Any] = {
     "models": cmd_models,
     "paths": cmd_paths,
     "bench": cmd_bench,
+    "run": cmd_run,
+    "trigger": cmd_trigger,
+    "status": cmd_status,
+    "history": cmd_history,
+    "reload": cmd_simple,
+    "cancel": cmd_simple,
+    "free": cmd_simple,
+    "quit": cmd_simple,
 }
 
 

@@ -1,46 +1,64 @@
-"""Settings: the shipped ``hotkeys.toml`` with the user's copy read on top.
+"""Settings and bindings: the shipped ``hotkeys.toml`` with the user's copy on top.
 
-A user file only needs the keys it changes.  A broken user file never takes
+A user file only needs the keys it changes.  A broken file never takes
 effect: :func:`load_config` raises a :class:`~daemon.errors.ConfigError`
-naming the file and line, and callers that already run keep their previous
-config (the daemon does so on reload).
+naming the file and line, and a daemon that already runs keeps its previous
+config (see :meth:`daemon.service.Service.reload`).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from daemon import platform
+from daemon.chords import ChordError, format_chord, parse_chord
+from daemon.errors import ConfigError
 from daemon.tomlfile import TomlDoc, check_keys, expect_type, load_toml
 
 HOTKEYS_FILE = "hotkeys.toml"
 PROMPTS_DIR = "prompts"
 _TOP_KEYS = ("settings", "binding")
+SOURCES = ("clipboard", "selection", "region", "clipboard_image")
+OUTPUTS = ("clipboard", "paste", "notify")
+_BINDING_KEYS = ("hotkey", "action", "source", "output", "vars", "model")
+_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(s|m|h|min)?\s*$")
 
 
 @dataclass(frozen=True)
 class Settings:
-    keep_alive_minutes: float = 30
+    keep_alive_s: float = 30 * 60  # -1: never unload; 0: unload after each action
     cancel_hotkey: str = "<ctrl>+<alt>+<esc>"
     history: bool = True
     notify_chars: int = 160
+    queue_size: int = 4
+    notifier: str = "auto"
+    tray: bool = True
 
 
-_SETTING_TYPES: dict[str, type | tuple[type, ...]] = {
-    "keep_alive_minutes": (int, float),
-    "cancel_hotkey": str,
-    "history": bool,
-    "notify_chars": int,
-}
+_SETTING_KEYS = ("keep_alive", "cancel_hotkey", "history", "notify_chars", "queue_size",
+                 "notifier", "tray")  # fmt: skip
+NOTIFIERS = ("auto", "tray", "dbus", "notify-send", "osascript", "none")
+
+
+@dataclass(frozen=True)
+class Binding:
+    hotkey: str
+    action: str
+    source: str = "clipboard"
+    output: tuple[str, ...] = ("clipboard", "notify")
+    vars: Mapping[str, str] = field(default_factory=dict)
+    model: str | None = None
+    where: str = ""  # "file, line N" for messages
 
 
 @dataclass(frozen=True)
 class Config:
     settings: Settings = field(default_factory=Settings)
-    # Raw binding tables with the file each came from; the daemon validates them.
-    bindings: tuple[dict[str, Any], ...] = ()
+    bindings: tuple[Binding, ...] = ()
     sources: tuple[Path, ...] = ()
 
 
@@ -54,16 +72,110 @@ def config_files() -> list[Path]:
     return [path for path in files if path.is_file()]
 
 
-def _apply(doc: TomlDoc, values: dict[str, Any]) -> tuple[dict[str, Any], ...] | None:
-    check_keys(doc, doc.data, _TOP_KEYS)
+def parse_duration(value: Any, where: str) -> float:
+    """Seconds from minutes (a number) or text such as ``"90s"``, ``"30m"``, ``"1h"``."""
+    if isinstance(value, bool):
+        raise ConfigError(f'{where}: keep_alive must be minutes or a duration like "30m".')
+    if isinstance(value, (int, float)):
+        if value != value or value in (float("inf"), float("-inf")):  # nan, inf
+            raise ConfigError(f"{where}: keep_alive must be a finite number of minutes.")
+        seconds = float(value) * 60
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ConfigError(
+                f'{where}: keep_alive must be minutes or a duration like "90s", "30m", '
+                f'"1h" (-1 = never unload), not {value!r}.'
+            )
+        unit = {"s": 1, "m": 60, "min": 60, "h": 3600, None: 60}[match.group(2)]
+        seconds = float(match.group(1)) * unit
+    return -1.0 if seconds < 0 else seconds
+
+
+def _settings(doc: TomlDoc, values: dict[str, Any]) -> None:
+    sub = doc.within("settings")
     table = expect_type(doc, "settings", doc.data.get("settings", {}), dict)
-    check_keys(doc, table, _SETTING_TYPES, "[settings]")
+    check_keys(sub, table, _SETTING_KEYS, "[settings]")
     for key, value in table.items():
-        values[key] = expect_type(doc, key, value, _SETTING_TYPES[key])
-    if "binding" not in doc.data:
-        return None
-    bindings = expect_type(doc, "binding", doc.data["binding"], list)
-    return tuple({**b, "_file": str(doc.path)} for b in bindings)
+        if key == "keep_alive":
+            values["keep_alive_s"] = parse_duration(value, sub.where(key))
+        elif key in ("history", "tray"):
+            values[key] = expect_type(sub, key, value, bool)
+        elif key in ("notify_chars", "queue_size"):
+            number = expect_type(sub, key, value, int)
+            if number < 1:
+                raise ConfigError(f"{sub.where(key)}: {key} must be at least 1.")
+            values[key] = number
+        elif key == "notifier":
+            if value not in NOTIFIERS:
+                raise ConfigError(
+                    f"{sub.where(key)}: notifier must be one of {', '.join(NOTIFIERS)}."
+                )
+            values[key] = value
+        else:
+            values[key] = expect_type(sub, key, value, str)
+    if "cancel_hotkey" in table:
+        try:
+            values["cancel_hotkey"] = format_chord(parse_chord(values["cancel_hotkey"]))
+        except ChordError as err:
+            raise ConfigError(f"{sub.where('cancel_hotkey')}: cancel_hotkey: {err}.") from None
+        values["_cancel_where"] = sub.where("cancel_hotkey")
+
+
+def _binding_lines(doc: TomlDoc) -> list[int]:
+    return [n for n, line in enumerate(doc.text.splitlines(), start=1)
+            if re.match(r"^\s*\[\[\s*binding\s*\]\]", line)]  # fmt: skip
+
+
+def _bindings(doc: TomlDoc) -> list[Binding]:
+    raw = expect_type(doc, "binding", doc.data["binding"], list)
+    lines = _binding_lines(doc)
+    result = []
+    for index, table in enumerate(raw):
+        line = lines[index] if index < len(lines) else None
+        where = f"{doc.path}, line {line}" if line else f"{doc.path}, binding {index + 1}"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: each binding must be a table ([[binding]]).")
+        for key in table:
+            if key not in _BINDING_KEYS:
+                raise ConfigError(
+                    f"{where}: unknown key '{key}' in [[binding]] "
+                    f"(known keys: {', '.join(_BINDING_KEYS)})."
+                )
+        for key in ("hotkey", "action"):
+            if not isinstance(table.get(key), str) or not table[key].strip():
+                raise ConfigError(f'{where}: the binding needs {key} = "…".')
+        source = table.get("source", "clipboard")
+        if source not in SOURCES:
+            raise ConfigError(
+                f"{where}: source must be one of {', '.join(SOURCES)}, not {source!r}."
+            )
+        output = table.get("output", ["clipboard", "notify"])
+        if isinstance(output, str):
+            output = [output]
+        if not isinstance(output, list) or not output or not all(o in OUTPUTS for o in output):
+            raise ConfigError(f"{where}: output must be a non-empty list of {', '.join(OUTPUTS)}.")
+        output = list(dict.fromkeys(output))
+        variables = table.get("vars", {})
+        scalar = (str, int, float)
+        if not isinstance(variables, dict) or any(
+            isinstance(v, bool) or not isinstance(v, scalar) for v in variables.values()
+        ):
+            raise ConfigError(
+                f'{where}: vars must be a table of texts or numbers, e.g. vars = {{ count = "4" }}.'
+            )
+        model = table.get("model")
+        if model is not None and (not isinstance(model, str) or not model.strip()):
+            raise ConfigError(f"{where}: model must be a model name or a .gguf path.")
+        try:
+            hotkey = format_chord(parse_chord(table["hotkey"]))
+        except ChordError as err:
+            raise ConfigError(f"{where}: hotkey {err}.") from None
+        result.append(Binding(
+            hotkey=hotkey, action=table["action"], source=source, output=tuple(output),
+            vars={str(k): str(v) for k, v in variables.items()}, model=model, where=where,
+        ))  # fmt: skip
+    return result
 
 
 def load_config(files: list[Path] | None = None) -> Config:
@@ -74,9 +186,37 @@ def load_config(files: list[Path] | None = None) -> Config:
     """
     paths = config_files() if files is None else files
     values: dict[str, Any] = {f.name: getattr(Settings(), f.name) for f in fields(Settings)}
-    bindings: tuple[dict[str, Any], ...] = ()
+    bindings: list[Binding] = []
     for path in paths:
-        found = _apply(load_toml(path), values)
-        if found is not None:
-            bindings = found
-    return Config(settings=Settings(**values), bindings=bindings, sources=tuple(paths))
+        doc = load_toml(path)
+        check_keys(doc, doc.data, _TOP_KEYS)
+        _settings(doc, values)
+        if "binding" in doc.data:
+            bindings = _bindings(doc)
+    cancel_where = values.pop("_cancel_where", None)
+    settings = Settings(**values)
+    seen: dict[frozenset[str], Binding] = {}
+    for binding in [*bindings]:
+        chord = parse_chord(binding.hotkey)
+        if chord in seen:
+            raise ConfigError(
+                f"{binding.where}: {binding.hotkey} is already bound at {seen[chord].where}."
+            )
+        if chord == parse_chord(settings.cancel_hotkey):
+            also = f" (set at {cancel_where})" if cancel_where else ""
+            raise ConfigError(f"{binding.where}: {binding.hotkey} is the cancel hotkey{also}.")
+        seen[chord] = binding
+    return Config(settings=settings, bindings=tuple(bindings), sources=tuple(paths))
+
+
+def check_actions(
+    config: Config, actions: Container[str], variables: Mapping[str, Container[str]]
+) -> None:
+    """Refuse bindings whose action, or a variable of it, does not exist."""
+    for binding in config.bindings:
+        if binding.action not in actions:
+            raise ConfigError(f"{binding.where}: unknown action '{binding.action}'.")
+        known = variables.get(binding.action, ())
+        for name in binding.vars:
+            if name not in known:
+                raise ConfigError(f"{binding.where}: '{binding.action}' has no variable '{name}'.")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -23,29 +25,50 @@ def _dirs() -> PlatformDirs:
     return PlatformDirs(APP_NAME, appauthor=False)
 
 
-def _env_dir(var: str, default: str) -> Path:
+def _env_dir(var: str, default: Callable[[], str]) -> Path:
     value = os.environ.get(var)
-    return Path(value).expanduser() if value else Path(default)
+    return Path(value).expanduser() if value else Path(default())
 
 
 def config_dir() -> Path:
     """The user's config folder (``YOMITORI_CONFIG_DIR`` overrides)."""
-    return _env_dir("YOMITORI_CONFIG_DIR", _dirs().user_config_dir)
+    return _env_dir("YOMITORI_CONFIG_DIR", lambda: _dirs().user_config_dir)
 
 
 def data_dir() -> Path:
     """Where history and other user data live (``YOMITORI_DATA_DIR`` overrides)."""
-    return _env_dir("YOMITORI_DATA_DIR", _dirs().user_data_dir)
+    return _env_dir("YOMITORI_DATA_DIR", lambda: _dirs().user_data_dir)
 
 
 def cache_dir() -> Path:
     """Where rebuildable files live, e.g. the assembled demo model."""
-    return _env_dir("YOMITORI_CACHE_DIR", _dirs().user_cache_dir)
+    return _env_dir("YOMITORI_CACHE_DIR", lambda: _dirs().user_cache_dir)
 
 
 def log_dir() -> Path:
     """Where logs go (``YOMITORI_LOG_DIR`` overrides)."""
-    return _env_dir("YOMITORI_LOG_DIR", _dirs().user_log_dir)
+    return _env_dir("YOMITORI_LOG_DIR", lambda: _dirs().user_log_dir)
+
+
+def _default_runtime_dir() -> str:
+    # Without XDG_RUNTIME_DIR (a bare X session, some containers) platformdirs
+    # warns and falls back to a per-user folder in /tmp; that is fine here
+    # because the folder is created 0700 below.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _dirs().user_runtime_dir
+
+
+def runtime_dir() -> Path:
+    """Where the daemon's socket and lock live (``YOMITORI_RUNTIME_DIR`` overrides).
+
+    Created private (0700): only this user may reach the daemon.
+    """
+    path = _env_dir("YOMITORI_RUNTIME_DIR", _default_runtime_dir)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not is_windows():
+        path.chmod(0o700)
+    return path
 
 
 def defaults_dir() -> Path:

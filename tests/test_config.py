@@ -1,4 +1,4 @@
-"""daemon/config.py: shipped hotkeys.toml, user overrides, template folders."""
+"""daemon/config.py: shipped hotkeys.toml, user overrides, settings, bindings, template folders."""
 
 from __future__ import annotations
 
@@ -8,7 +8,20 @@ from pathlib import Path
 import pytest
 
 from daemon import platform
-from daemon.config import Config, Settings, config_files, load_config, template_folders
+from daemon.chords import format_chord, parse_chord
+from daemon.config import (
+    NOTIFIERS,
+    OUTPUTS,
+    SOURCES,
+    Binding,
+    Config,
+    Settings,
+    check_actions,
+    config_files,
+    load_config,
+    parse_duration,
+    template_folders,
+)
 from daemon.errors import ConfigError
 
 SHIPPED = Path(__file__).resolve().parents[1] / "hotkeys.toml"
@@ -17,6 +30,13 @@ SHIPPED = Path(__file__).resolve().parents[1] / "hotkeys.toml"
 @pytest.fixture(autouse=True)
 def _config_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("YOMITORI_CONFIG_DIR", str(tmp_path / "config"))
+
+
+def line_of(path, key):
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip().startswith(f"{key} ="):
+            return number
+    raise AssertionError(f"{key} not in {path}")
 
 
 def write(path: Path, body: str) -> Path:
@@ -31,48 +51,102 @@ def config_error(files: list[Path]) -> str:
     return str(info.value)
 
 
-def test_shipped_file_loads():
+def at(path: Path, line: int) -> str:
+    """The exact prefix a message about ``path`` at ``line`` starts with."""
+    return f"{path}, line {line}:"
+
+
+def settings_of(tmp_path: Path, body: str) -> Settings:
+    return load_config([write(tmp_path / "user.toml", body)]).settings
+
+
+def by_action(config: Config) -> dict[str, Binding]:
+    return {binding.action: binding for binding in config.bindings}
+
+
+# --- the shipped file -------------------------------------------------------------------------
+
+
+def test_shipped_file_loads_with_default_settings():
     config = load_config([SHIPPED])
     assert isinstance(config, Config)
     assert config.settings == Settings()
-    actions = [b["action"] for b in config.bindings]
-    assert actions[:2] == ["translate_en", "variations"]
-    assert all(b["_file"] == str(SHIPPED) for b in config.bindings)
+    assert config.settings.keep_alive_s == 30 * 60
     assert config.sources == (SHIPPED,)
+    assert all(isinstance(b, Binding) for b in config.bindings)
 
 
-def test_shipped_bindings_have_hotkeys_and_outputs():
-    for binding in load_config([SHIPPED]).bindings:
-        assert binding["hotkey"].startswith("<")
-        assert set(binding["output"]) <= {"clipboard", "paste", "notify"}
+def test_shipped_text_bindings_use_clipboard():
+    bindings = by_action(load_config([SHIPPED]))
+    for action in ("translate_en", "variations"):
+        assert bindings[action].source == "clipboard"
+        assert bindings[action].output == ("clipboard", "notify")
+    assert bindings["variations"].vars == {"count": "4"}
+    assert bindings["translate_en"].vars == {}
+
+
+def test_shipped_image_bindings_use_a_region():
+    bindings = by_action(load_config([SHIPPED]))
+    for action in ("ocr", "caption"):
+        assert bindings[action].source == "region"
+        assert bindings[action].output == ("clipboard", "notify")
+
+
+def test_shipped_bindings_are_canonical_distinct_and_located():
+    config = load_config([SHIPPED])
+    lines = SHIPPED.read_text(encoding="utf-8").splitlines()
+    hotkeys = [b.hotkey for b in config.bindings]
+    assert len(set(hotkeys)) == len(hotkeys) == 4
+    assert config.settings.cancel_hotkey not in hotkeys
+    for binding in config.bindings:
+        assert format_chord(parse_chord(binding.hotkey)) == binding.hotkey
+        assert set(binding.output) <= set(OUTPUTS)
+        assert binding.source in SOURCES
+        assert binding.model is None
+        prefix = f"{SHIPPED}, line "
+        assert binding.where.startswith(prefix)
+        # The line named is the [[binding]] header of that very binding.
+        number = int(binding.where[len(prefix) :])
+        assert lines[number - 1].strip() == "[[binding]]"
+        assert f'action = "{binding.action}"' in lines[number : number + 5]
+
+
+# --- layering ---------------------------------------------------------------------------------
 
 
 def test_no_files_gives_defaults():
     config = load_config([])
     assert config.settings == Settings()
     assert config.bindings == ()
+    assert config.sources == ()
 
 
 def test_user_file_overrides_one_setting(tmp_path):
     user = write(tmp_path / "user.toml", "[settings]\nnotify_chars = 40\n")
     config = load_config([SHIPPED, user])
+    shipped = load_config([SHIPPED])
     assert config.settings.notify_chars == 40
     # Everything else keeps the shipped value.
-    shipped = load_config([SHIPPED]).settings
-    assert config.settings.keep_alive_minutes == shipped.keep_alive_minutes
-    assert config.settings.cancel_hotkey == shipped.cancel_hotkey
-    assert config.settings.history == shipped.history
+    assert config.settings.keep_alive_s == shipped.settings.keep_alive_s
+    assert config.settings.cancel_hotkey == shipped.settings.cancel_hotkey
+    assert config.settings.history == shipped.settings.history
+    assert config.settings.queue_size == shipped.settings.queue_size
     # A file without bindings keeps the shipped ones.
-    assert config.bindings == load_config([SHIPPED]).bindings
+    assert config.bindings == shipped.bindings
     assert config.sources == (SHIPPED, user)
 
 
 def test_later_file_wins_key_by_key(tmp_path):
-    first = write(tmp_path / "a.toml", "[settings]\nhistory = false\nnotify_chars = 10\n")
-    second = write(tmp_path / "b.toml", "[settings]\nnotify_chars = 20\n")
+    first = write(
+        tmp_path / "a.toml",
+        '[settings]\nhistory = false\nnotify_chars = 10\nkeep_alive = "5m"\ntray = false\n',
+    )
+    second = write(tmp_path / "b.toml", '[settings]\nnotify_chars = 20\nkeep_alive = "90s"\n')
     settings = load_config([first, second]).settings
     assert settings.history is False
+    assert settings.tray is False
     assert settings.notify_chars == 20
+    assert settings.keep_alive_s == 90
 
 
 def test_user_bindings_replace_shipped_as_a_whole(tmp_path):
@@ -87,13 +161,29 @@ def test_user_bindings_replace_shipped_as_a_whole(tmp_path):
         """,
     )
     config = load_config([SHIPPED, user])
-    assert len(config.bindings) == 1
-    assert config.bindings[0]["hotkey"] == "<ctrl>+<alt>+j"
-    assert config.bindings[0]["_file"] == str(user)
+    assert config.bindings == (
+        Binding(
+            hotkey="<ctrl>+<alt>+j",
+            action="translate_en",
+            source="selection",
+            output=("paste",),
+            where=f"{user}, line 1",
+        ),
+    )
+
+
+def test_user_may_reuse_a_shipped_chord_for_another_action(tmp_path):
+    # The shipped bindings are gone, so this is no duplicate.
+    user = write(
+        tmp_path / "user.toml", '[[binding]]\nhotkey = "<ctrl>+<alt>+t"\naction = "variations"\n'
+    )
+    config = load_config([SHIPPED, user])
+    assert [(b.hotkey, b.action) for b in config.bindings] == [("<ctrl>+<alt>+t", "variations")]
 
 
 def test_empty_binding_list_removes_all_hotkeys(tmp_path):
     user = write(tmp_path / "user.toml", "binding = []\n")
+    assert load_config([SHIPPED]).bindings != ()
     assert load_config([SHIPPED, user]).bindings == ()
 
 
@@ -101,15 +191,182 @@ def test_bindings_come_from_last_file_that_has_any(tmp_path):
     first = write(tmp_path / "a.toml", '[[binding]]\nhotkey = "<f1>"\naction = "x"\n')
     second = write(tmp_path / "b.toml", "[settings]\nhistory = false\n")
     config = load_config([SHIPPED, first, second])
-    assert [b["hotkey"] for b in config.bindings] == ["<f1>"]
-    assert config.bindings[0]["_file"] == str(first)
+    assert [b.hotkey for b in config.bindings] == ["<f1>"]
+    assert config.bindings[0].where == f"{first}, line 1"
+    assert config.settings.history is False
 
 
-def test_int_accepted_for_float_setting(tmp_path):
-    user = write(tmp_path / "u.toml", "[settings]\nkeep_alive_minutes = 2.5\n")
-    assert load_config([user]).settings.keep_alive_minutes == 2.5
-    user = write(tmp_path / "v.toml", "[settings]\nkeep_alive_minutes = -1\n")
-    assert load_config([user]).settings.keep_alive_minutes == -1
+def test_config_files_include_user_file_when_present(tmp_path):
+    assert config_files() == [platform.defaults_dir() / "hotkeys.toml"]
+    user = write(tmp_path / "config" / "hotkeys.toml", "[settings]\nhistory = false\n")
+    assert config_files() == [platform.defaults_dir() / "hotkeys.toml", user]
+    config = load_config()
+    assert config.settings.history is False
+    assert config.sources[-1] == user
+    assert config.bindings == load_config([SHIPPED]).bindings
+
+
+def test_template_folders_shipped_first_then_user(tmp_path):
+    folders = template_folders()
+    assert folders == [platform.defaults_dir() / "prompts", tmp_path / "config" / "prompts"]
+    assert (folders[0] / "translate_en.toml").is_file()
+
+
+# --- keep_alive -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("30", 30 * 60),  # a number is minutes
+        ("2.5", 150),
+        ("1", 60),
+        ('"90s"', 90),
+        ('"30m"', 30 * 60),
+        ('"30min"', 30 * 60),
+        ('" 30 m "', 30 * 60),
+        ('"45"', 45 * 60),  # text without a unit is minutes too
+        ('"1h"', 3600),
+        ('"1.5h"', 5400),
+        ('"0.5s"', 0.5),
+        ("0", 0),
+        ('"0s"', 0),
+        ("-1", -1.0),
+        ('"-1"', -1.0),
+        ('"-1h"', -1.0),  # any negative value means never
+        ("-5", -1.0),
+    ],
+)
+def test_keep_alive_values(tmp_path, value, seconds):
+    settings = settings_of(tmp_path, f"[settings]\nkeep_alive = {value}\n")
+    assert settings.keep_alive_s == seconds
+    assert isinstance(settings.keep_alive_s, float)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ['"soon"', '"30 minutes"', '"1d"', '"1h30m"', '""', '"h"', '"30ms"', "true", "false", "[30]"],
+)
+def test_bad_keep_alive_named_with_file_and_line(tmp_path, value):
+    user = write(tmp_path / "user.toml", f"[settings]\nhistory = true\nkeep_alive = {value}\n")
+    message = config_error([SHIPPED, user])
+    assert message.startswith(at(user, 3))
+    assert "keep_alive" in message
+    assert "30m" in message  # says what a valid value looks like
+
+
+def test_parse_duration_directly():
+    assert parse_duration(10, "w") == 600
+    assert parse_duration("10s", "w") == 10
+    assert parse_duration(-1, "w") == -1.0
+    with pytest.raises(ConfigError, match=r"^here: keep_alive"):
+        parse_duration(True, "here")
+    with pytest.raises(ConfigError, match=r"^here: keep_alive.*'tomorrow'"):
+        parse_duration("tomorrow", "here")
+
+
+def test_old_keep_alive_minutes_is_an_unknown_key(tmp_path):
+    user = write(tmp_path / "user.toml", "[settings]\nkeep_alive_minutes = 30\n")
+    message = config_error([SHIPPED, user])
+    assert message.startswith(at(user, 2))
+    assert "'keep_alive_minutes'" in message
+    assert "keep_alive," in message  # the known keys are listed
+
+
+# --- other settings ---------------------------------------------------------------------------
+
+
+def test_all_settings_from_one_file(tmp_path):
+    settings = settings_of(
+        tmp_path,
+        """
+        [settings]
+        keep_alive = "1h"
+        cancel_hotkey = "<ctrl>+<shift>+<f12>"
+        history = false
+        notify_chars = 1
+        queue_size = 1
+        notifier = "none"
+        tray = false
+        """,
+    )
+    assert settings == Settings(
+        keep_alive_s=3600,
+        cancel_hotkey="<ctrl>+<shift>+<f12>",
+        history=False,
+        notify_chars=1,
+        queue_size=1,
+        notifier="none",
+        tray=False,
+    )
+
+
+@pytest.mark.parametrize("notifier", NOTIFIERS)
+def test_every_notifier_accepted(tmp_path, notifier):
+    assert settings_of(tmp_path, f'[settings]\nnotifier = "{notifier}"\n').notifier == notifier
+
+
+def test_notifiers_listed():
+    assert set(NOTIFIERS) == {"auto", "tray", "dbus", "notify-send", "osascript", "none"}
+    assert Settings().notifier in NOTIFIERS
+
+
+@pytest.mark.parametrize("value", ['"growl"', '"Auto"', '""', "3", "true", '["auto"]'])
+def test_bad_notifier_named(tmp_path, value):
+    user = write(tmp_path / "user.toml", f"[settings]\ntray = true\nnotifier = {value}\n")
+    message = config_error([user])
+    assert message.startswith(at(user, 3))
+    assert "notifier must be one of" in message
+    assert "notify-send" in message
+
+
+@pytest.mark.parametrize("key", ["notify_chars", "queue_size"])
+@pytest.mark.parametrize("value", [0, -1])
+def test_counts_must_be_at_least_one(tmp_path, key, value):
+    user = write(tmp_path / "user.toml", f"[settings]\n{key} = {value}\n")
+    message = config_error([user])
+    assert message.startswith(at(user, 2))
+    assert f"{key} must be at least 1" in message
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "kind"),
+    [
+        ('notify_chars = "many"', "notify_chars", "an integer"),
+        ("notify_chars = 1.5", "notify_chars", "an integer"),
+        ("notify_chars = true", "notify_chars", "an integer"),
+        ("queue_size = 2.0", "queue_size", "an integer"),
+        ("queue_size = false", "queue_size", "an integer"),
+        ('queue_size = "4"', "queue_size", "an integer"),
+        ('history = "yes"', "history", "true or false"),
+        ("history = 1", "history", "true or false"),
+        ('tray = "no"', "tray", "true or false"),
+        ("tray = 0", "tray", "true or false"),
+        ("cancel_hotkey = 3", "cancel_hotkey", "a string"),
+        ('cancel_hotkey = ["<f9>"]', "cancel_hotkey", "a string"),
+    ],
+)
+def test_wrong_type_named(tmp_path, line, key, kind):
+    user = write(tmp_path / "user.toml", f"[settings]\n{line}\n")
+    message = config_error([user])
+    assert message.startswith(at(user, 2))
+    assert f"'{key}'" in message
+    assert kind in message
+
+
+@pytest.mark.parametrize(
+    "chord", ["<ctrl>+<alt>", "t", "<esc>", "<ctrl>+<nope>", "<ctrl>++t", "", "<ctrl>+a+b"]
+)
+def test_bad_cancel_hotkey_named(tmp_path, chord):
+    user = write(tmp_path / "user.toml", f'[settings]\nhistory = true\ncancel_hotkey = "{chord}"\n')
+    message = config_error([SHIPPED, user])
+    assert message.startswith(at(user, 3))
+    assert "cancel_hotkey" in message
+
+
+@pytest.mark.parametrize("chord", ["<f9>", "<ctrl>+<shift>+x", "<cmd>+<72>", "<alt_gr>+q"])
+def test_good_cancel_hotkey_accepted(tmp_path, chord):
+    assert settings_of(tmp_path, f'[settings]\ncancel_hotkey = "{chord}"\n').cancel_hotkey == chord
 
 
 def test_unknown_setting_named_with_file_and_line(tmp_path):
@@ -122,48 +379,30 @@ def test_unknown_setting_named_with_file_and_line(tmp_path):
         """,
     )
     message = config_error([SHIPPED, user])
+    assert message.startswith(at(user, 3))
     assert "'notify_char'" in message
-    assert str(user) in message
-    assert "line 3" in message
-    assert "notify_chars" in message  # the known keys are listed
+    for known in ("notify_chars", "queue_size", "notifier", "tray", "keep_alive"):
+        assert known in message  # the known keys are listed
 
 
 def test_unknown_top_level_key_named(tmp_path):
     user = write(tmp_path / "user.toml", "[binding_list]\nx = 1\n")
     message = config_error([user])
+    assert message.startswith(at(user, 1))
     assert "'binding_list'" in message
-    assert "line 1" in message
-
-
-@pytest.mark.parametrize(
-    ("line", "key", "kind"),
-    [
-        ('notify_chars = "many"', "notify_chars", "an integer"),
-        ("notify_chars = 1.5", "notify_chars", "an integer"),
-        ('history = "yes"', "history", "true or false"),
-        ("history = 1", "history", "true or false"),
-        ("cancel_hotkey = 3", "cancel_hotkey", "a string"),
-        ("keep_alive_minutes = true", "keep_alive_minutes", "an integer or a number"),
-    ],
-)
-def test_wrong_type_named(tmp_path, line, key, kind):
-    user = write(tmp_path / "user.toml", f"[settings]\n{line}\n")
-    message = config_error([user])
-    assert f"'{key}'" in message
-    assert kind in message
-    assert str(user) in message
-    assert "line 2" in message
 
 
 def test_settings_must_be_a_table(tmp_path):
     user = write(tmp_path / "user.toml", "settings = 3\n")
     message = config_error([user])
+    assert message.startswith(at(user, 1))
     assert "'settings'" in message and "a table" in message
 
 
 def test_binding_must_be_a_list(tmp_path):
     user = write(tmp_path / "user.toml", 'binding = "none"\n')
     message = config_error([user])
+    assert message.startswith(at(user, 1))
     assert "'binding'" in message and "a list" in message
 
 
@@ -177,24 +416,333 @@ def test_malformed_user_toml_names_user_file_and_line(tmp_path):
         """,
     )
     message = config_error([SHIPPED, user])
-    assert str(user) in message
+    assert message.startswith(f"{user}, line 3, column")
     assert str(SHIPPED) not in message
-    assert "line 3" in message
     # The previous config is untouched; a caller can keep using it.
     assert load_config([SHIPPED]).settings == Settings()
 
 
-def test_template_folders_shipped_first_then_user(tmp_path):
-    folders = template_folders()
-    assert folders == [platform.defaults_dir() / "prompts", tmp_path / "config" / "prompts"]
-    assert (folders[0] / "translate_en.toml").is_file()
+# --- bindings ---------------------------------------------------------------------------------
+
+# A valid first binding, so the bad one's header is on line 5 and not the first match.
+FIRST = """\
+[[binding]]
+hotkey = "<f1>"
+action = "first"
+
+"""
+BAD_LINE = 5
 
 
-def test_config_files_include_user_file_when_present(tmp_path):
-    assert config_files() == [platform.defaults_dir() / "hotkeys.toml"]
-    user = write(tmp_path / "config" / "hotkeys.toml", "[settings]\nhistory = false\n")
-    assert config_files() == [platform.defaults_dir() / "hotkeys.toml", user]
-    config = load_config()
-    assert config.settings.history is False
-    assert config.sources[-1] == user
-    assert len(config.bindings) == len(load_config([SHIPPED]).bindings)
+def binding_error(tmp_path: Path, body: str) -> tuple[Path, str]:
+    user = write(tmp_path / "user.toml", FIRST + "[[binding]]\n" + textwrap.dedent(body))
+    return user, config_error([SHIPPED, user])
+
+
+def test_binding_defaults(tmp_path):
+    user = write(tmp_path / "user.toml", FIRST)
+    (binding,) = load_config([user]).bindings
+    assert binding == Binding(hotkey="<f1>", action="first", where=f"{user}, line 1")
+    assert binding.source == "clipboard"
+    assert binding.output == ("clipboard", "notify")
+    assert binding.vars == {}
+    assert binding.model is None
+
+
+def test_binding_fields_parsed(tmp_path):
+    user = write(
+        tmp_path / "user.toml",
+        """
+        # comment
+        [settings]
+        history = true
+
+        [[binding]]
+        hotkey = "<Ctrl_R>+<ALT>+<shift>+J"
+        action = "variations"
+        source = "clipboard_image"
+        output = "paste"
+        vars = { count = 4, style = "tags" }
+        model = "qwen3-vl"
+        """,
+    )
+    (binding,) = load_config([user]).bindings
+    assert binding.hotkey == "<ctrl>+<alt>+<shift>+j"  # normalized
+    assert binding.source == "clipboard_image"
+    assert binding.output == ("paste",)  # a single string becomes a tuple
+    assert binding.vars == {"count": "4", "style": "tags"}  # values as text
+    assert binding.model == "qwen3-vl"
+    assert binding.where == f"{user}, line 5"
+
+
+def test_binding_vars_as_sub_table_keep_header_line(tmp_path):
+    user = write(
+        tmp_path / "user.toml",
+        FIRST
+        + """\
+[[binding]]
+hotkey = "<ctrl>+<alt>+v"
+action = "variations"
+[binding.vars]
+count = "8"
+
+[[binding]]
+hotkey = "<ctrl>+<alt>+c"
+action = "caption"
+""",
+    )
+    first, second, third = load_config([user]).bindings
+    assert first.where == f"{user}, line 1"
+    assert second.vars == {"count": "8"}
+    assert second.where == f"{user}, line {BAD_LINE}"
+    assert third.where == f"{user}, line 11"
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_every_source_accepted(tmp_path, source):
+    user = write(
+        tmp_path / "u.toml", FIRST.replace("[[binding]]", f'[[binding]]\nsource="{source}"')
+    )
+    assert load_config([user]).bindings[0].source == source
+
+
+def test_all_outputs_accepted_in_order(tmp_path):
+    user = write(tmp_path / "u.toml", FIRST + 'output = ["notify", "paste", "clipboard"]\n')
+    assert load_config([user]).bindings[0].output == ("notify", "paste", "clipboard")
+
+
+def test_unknown_binding_key_named_at_its_header(tmp_path):
+    user, message = binding_error(
+        tmp_path, 'hotkey = "<ctrl>+<alt>+x"\naction = "a"\n\n\noutputs = ["paste"]\n'
+    )
+    assert message.startswith(at(user, BAD_LINE))
+    assert "'outputs'" in message
+    assert "known keys: hotkey, action, source, output, vars, model" in message
+
+
+@pytest.mark.parametrize(
+    ("body", "missing"),
+    [
+        ('action = "a"\n', "hotkey"),
+        ('hotkey = ""\naction = "a"\n', "hotkey"),
+        ('hotkey = "   "\naction = "a"\n', "hotkey"),
+        ('hotkey = 5\naction = "a"\n', "hotkey"),
+        ('hotkey = "<ctrl>+<alt>+x"\n', "action"),
+        ('hotkey = "<ctrl>+<alt>+x"\naction = ""\n', "action"),
+        ('hotkey = "<ctrl>+<alt>+x"\naction = ["a"]\n', "action"),
+    ],
+)
+def test_missing_hotkey_or_action_named(tmp_path, body, missing):
+    user, message = binding_error(tmp_path, body)
+    assert message.startswith(at(user, BAD_LINE))
+    assert f"needs {missing} =" in message
+
+
+@pytest.mark.parametrize("value", ['"camera"', '"Clipboard"', "3", '["clipboard"]'])
+def test_bad_source_named(tmp_path, value):
+    user, message = binding_error(
+        tmp_path, f'hotkey = "<ctrl>+<alt>+x"\naction = "a"\nsource = {value}\n'
+    )
+    assert message.startswith(at(user, BAD_LINE))
+    assert "source must be one of clipboard, selection, region, clipboard_image" in message
+
+
+@pytest.mark.parametrize("value", ['["clipboard", "screen"]', '"screen"', "3", "[1]", "{ a = 1 }"])
+def test_bad_output_named(tmp_path, value):
+    user, message = binding_error(
+        tmp_path, f'hotkey = "<ctrl>+<alt>+x"\naction = "a"\noutput = {value}\n'
+    )
+    assert message.startswith(at(user, BAD_LINE))
+    assert "output must be a non-empty list of clipboard, paste, notify" in message
+
+
+@pytest.mark.parametrize("value", ['"count=4"', '["count"]', "4"])
+def test_vars_not_a_table_named(tmp_path, value):
+    user, message = binding_error(
+        tmp_path, f'hotkey = "<ctrl>+<alt>+x"\naction = "a"\nvars = {value}\n'
+    )
+    assert message.startswith(at(user, BAD_LINE))
+    assert "vars must be a table" in message
+
+
+def test_model_not_a_string_named(tmp_path):
+    user, message = binding_error(tmp_path, 'hotkey = "<ctrl>+<alt>+x"\naction = "a"\nmodel = 3\n')
+    assert message.startswith(at(user, BAD_LINE))
+    assert "model must be" in message
+
+
+@pytest.mark.parametrize(
+    ("chord", "says"),
+    [
+        ("<ctrl>+<alt>", "only modifiers"),
+        ("t", "no modifier"),
+        ("<ctrl>+<bogus>", "<bogus>"),
+        ("<ctrl>++t", "empty key"),
+        ("<ctrl>+a+b", "more than one"),
+        ("<ctrl>+<ctrl_l>+t", "twice"),
+        ("<ctrl>+tt", "'tt'"),
+    ],
+)
+def test_bad_chord_named(tmp_path, chord, says):
+    user, message = binding_error(tmp_path, f'hotkey = "{chord}"\naction = "a"\n')
+    assert message.startswith(at(user, BAD_LINE))
+    assert "hotkey" in message
+    assert says in message
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("<ctrl>+<alt>+t", "<ctrl>+<alt>+t"),
+        ("<ctrl>+<alt>+t", "<ctrl_l>+<alt>+T"),
+        ("<ctrl>+<alt>+t", "<alt_r>+<ctrl_r>+t"),
+        ("<f9>", "<F9>"),
+        ("<cmd>+<72>", "<cmd_l>+<072>"),
+    ],
+)
+def test_duplicate_chord_names_both_places(tmp_path, first, second):
+    user = write(
+        tmp_path / "user.toml",
+        f"""
+        [[binding]]
+        hotkey = "{first}"
+        action = "a"
+
+        [[binding]]
+        hotkey = "<ctrl>+<alt>+z"
+        action = "b"
+
+        [[binding]]
+        hotkey = "{second}"
+        action = "c"
+        """,
+    )
+    message = config_error([SHIPPED, user])
+    canonical = format_chord(parse_chord(first))
+    assert message == f"{user}, line 9: {canonical} is already bound at {user}, line 1."
+
+
+def test_duplicates_in_inline_bindings_name_their_index(tmp_path):
+    user = write(
+        tmp_path / "user.toml",
+        'binding = [{ hotkey = "<f2>", action = "a" }, { hotkey = "<F2>", action = "b" }]\n',
+    )
+    message = config_error([user])
+    assert message == f"{user}, binding 2: <f2> is already bound at {user}, binding 1."
+
+
+def test_binding_not_a_table_named(tmp_path):
+    user = write(tmp_path / "user.toml", 'binding = [{ hotkey = "<f2>", action = "a" }, 3]\n')
+    message = config_error([user])
+    assert message.startswith(f"{user}, binding 2:")
+    assert "must be a table" in message
+
+
+@pytest.mark.parametrize(
+    "chord", ["<ctrl>+<alt>+<esc>", "<ctrl_r>+<alt_l>+<ESC>", "<alt>+<ctrl>+<esc>"]
+)
+def test_binding_on_the_cancel_hotkey_refused(tmp_path, chord):
+    user, message = binding_error(tmp_path, f'hotkey = "{chord}"\naction = "a"\n')
+    assert message == (
+        f"{user}, line {BAD_LINE}: <ctrl>+<alt>+<esc> is the cancel hotkey "
+        f"(set at {SHIPPED}, line {line_of(SHIPPED, 'cancel_hotkey')})."
+    )
+
+
+def test_changed_cancel_hotkey_clashes_with_shipped_binding(tmp_path):
+    user = write(tmp_path / "user.toml", '[settings]\ncancel_hotkey = "<alt>+<ctrl>+T"\n')
+    translate = by_action(load_config([SHIPPED]))["translate_en"]
+    message = config_error([SHIPPED, user])
+    # Both places are named: the binding, and the user's own cancel_hotkey line.
+    assert (
+        message
+        == f"{translate.where}: <ctrl>+<alt>+t is the cancel hotkey (set at {user}, line 2)."
+    )
+
+
+def test_changed_cancel_hotkey_frees_the_old_chord(tmp_path):
+    user = write(
+        tmp_path / "user.toml",
+        """
+        [settings]
+        cancel_hotkey = "<pause>"
+
+        [[binding]]
+        hotkey = "<ctrl>+<alt>+<esc>"
+        action = "a"
+        """,
+    )
+    config = load_config([SHIPPED, user])
+    assert config.settings.cancel_hotkey == "<pause>"
+    assert [b.hotkey for b in config.bindings] == ["<ctrl>+<alt>+<esc>"]
+
+
+def test_broken_bindings_in_an_earlier_file_are_an_error(tmp_path):
+    # Each file is checked as it is read, even if a later file replaces its bindings.
+    bad = write(tmp_path / "a.toml", '[[binding]]\nhotkey = "t"\naction = "a"\n')
+    good = write(tmp_path / "b.toml", FIRST)
+    message = config_error([bad, good])
+    assert message.startswith(at(bad, 1))
+
+
+# --- check_actions ----------------------------------------------------------------------------
+
+ACTIONS = {"translate_en", "variations", "caption"}
+VARIABLES = {"translate_en": {"style"}, "variations": {"count", "style"}, "caption": {"style"}}
+
+
+def test_check_actions_accepts_known_actions_and_vars(tmp_path):
+    user = write(
+        tmp_path / "user.toml",
+        """
+        [[binding]]
+        hotkey = "<ctrl>+<alt>+t"
+        action = "translate_en"
+
+        [[binding]]
+        hotkey = "<ctrl>+<alt>+v"
+        action = "variations"
+        vars = { count = "4", style = "tags" }
+        """,
+    )
+    assert check_actions(load_config([user]), ACTIONS, VARIABLES) is None
+
+
+def test_check_actions_unknown_action_named(tmp_path):
+    user = write(
+        tmp_path / "user.toml",
+        FIRST.replace('"first"', '"translate_en"')
+        + '[[binding]]\nhotkey = "<f3>"\naction = "ocr"\n',
+    )
+    with pytest.raises(ConfigError) as info:
+        check_actions(load_config([user]), ACTIONS, VARIABLES)
+    assert str(info.value) == f"{user}, line {BAD_LINE}: unknown action 'ocr'."
+
+
+def test_check_actions_unknown_var_named(tmp_path):
+    user = write(
+        tmp_path / "user.toml",
+        FIRST.replace('"first"', '"variations"')
+        + '[[binding]]\nhotkey = "<f3>"\naction = "translate_en"\nvars = { count = "4" }\n',
+    )
+    with pytest.raises(ConfigError) as info:
+        check_actions(load_config([user]), ACTIONS, VARIABLES)
+    assert str(info.value) == f"{user}, line {BAD_LINE}: 'translate_en' has no variable 'count'."
+
+
+def test_check_actions_action_without_variables_refuses_any_var(tmp_path):
+    user = write(tmp_path / "user.toml", FIRST + 'vars = { x = "1" }\n')
+    with pytest.raises(ConfigError, match=r"'first' has no variable 'x'"):
+        check_actions(load_config([user]), {"first"}, {})
+    # Without vars the same binding passes.
+    check_actions(load_config([write(tmp_path / "v.toml", FIRST)]), {"first"}, {})
+
+
+def test_check_actions_on_shipped_bindings_with_their_actions():
+    config = load_config([SHIPPED])
+    actions = {b.action for b in config.bindings}
+    check_actions(config, actions, {"variations": {"count"}})
+    with pytest.raises(ConfigError, match=r"has no variable 'count'"):
+        check_actions(config, actions, {})
+    with pytest.raises(ConfigError, match=r"unknown action 'caption'"):
+        check_actions(config, actions - {"caption"}, {"variations": {"count"}})

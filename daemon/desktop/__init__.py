@@ -1,0 +1,1 @@
+"""Everything that needs a display: hotkeys, synthesized keys, tray, the daemon's IPC."""

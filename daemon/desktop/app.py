@@ -1,0 +1,274 @@
+"""``yomitori run``: wire the service to the desktop and wait.
+
+Single instance (a lock in the private runtime folder), logs to a rotating
+file, hotkeys, the IPC server, the tray on the main thread when there is one.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import signal
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any
+
+from daemon import platform
+from daemon.config import Config, load_config
+from daemon.desktop import ipc
+from daemon.desktop.hotkeys import Hotkeys
+from daemon.engine.client import WorkerEngine
+from daemon.errors import Cancelled, ConfigError, YomitoriError
+from daemon.service import Job, Service, job_from_binding
+from daemon.sinks import notify as notify_mod
+from daemon.sinks.history import History
+from daemon.sources import clipboard
+
+log = logging.getLogger(__name__)
+
+
+def setup_logging(debug: bool) -> None:
+    """Rotating file in the user log folder; user text only ever at DEBUG."""
+    folder = platform.log_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(
+        folder / "yomitori.log", maxBytes=1_000_000, backupCount=3, encoding="utf-8"
+    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+class DesktopBridge:
+    """The :class:`~daemon.service.DesktopIO` of a real desktop."""
+
+    def __init__(self, notifications: notify_mod.NotificationQueue) -> None:
+        self.notifications = notifications
+        self._keyboard: Any = None
+
+    @property
+    def keyboard(self) -> Any:
+        if self._keyboard is None:
+            from daemon.desktop.keys import Keyboard
+
+            self._keyboard = Keyboard()
+        return self._keyboard
+
+    def read_clipboard(self) -> str:
+        return clipboard.read_text()
+
+    def write_clipboard(self, text: str) -> None:
+        clipboard.write_text(text)
+
+    def copy_selection(self, chord: str | None) -> str:
+        saved = clipboard.read_text()
+        marker = f"\u2063yomitori-{time.monotonic_ns()}"
+        clipboard.write_text(marker)
+        self.keyboard.shortcut("c")
+        deadline = time.monotonic() + 0.8
+        text = marker
+        while time.monotonic() < deadline:
+            text = clipboard.read_text()
+            if text != marker:
+                break
+            time.sleep(0.02)
+        clipboard.write_text(saved)
+        return "" if text == marker else text
+
+    def paste(self, text: str, chord: str | None, keep: bool) -> None:
+        saved = clipboard.read_text()
+        clipboard.write_text(text)
+        self.keyboard.shortcut("v")
+        if not keep:
+            # The target reads the clipboard when it handles the key press;
+            # give it a moment before the user's own content comes back.
+            time.sleep(0.4)
+            clipboard.write_text(saved)
+
+    def notify(self, title: str, body: str) -> None:
+        self.notifications.notify(title, body)
+
+
+class Daemon:
+    def __init__(self, use_tray: bool | None = None) -> None:
+        self.lock = ipc.InstanceLock()
+        self.stopping = threading.Event()
+        self.tray: Any = None
+        self.use_tray = use_tray
+        self.hotkeys = Hotkeys()
+        self.notifications = notify_mod.NotificationQueue(None)
+        self.service = Service(DesktopBridge(self.notifications), WorkerEngine,
+                               history=None, config_loader=self._load_config)  # fmt: skip
+        self.server = ipc.make_server(self.handle)
+
+    def _load_config(self) -> Config:
+        return load_config()
+
+    # -- start and stop --------------------------------------------------------
+    def run(self) -> int:
+        if not self.lock.acquire():
+            pid = self.lock.holder_pid()
+            print(f"yomitori is already running (pid {pid}).")
+            return 0
+        try:
+            return self._run()
+        finally:
+            self.lock.release()
+
+    def _run(self) -> int:
+        startup_error = None
+        try:
+            self.service.load()
+        except YomitoriError as err:
+            # No earlier good config to keep at start: run on the shipped defaults.
+            startup_error = str(err)
+            log.warning("config not loaded, using the shipped defaults: %s", err)
+            self.service.load(load_config([platform.defaults_dir() / "hotkeys.toml"]))
+        settings = self.service.settings
+        if settings.history:
+            self.service.history = History()
+        if self.use_tray is None:
+            self.use_tray = settings.tray
+        if self.use_tray:
+            self.tray = _make_tray(self)
+        notifier = notify_mod.choose(settings.notifier, self._notifiers())
+        self.notifications.notifier = notifier
+        if startup_error:
+            self.notifications.notify("Config not loaded", f"{startup_error} Using the defaults.")
+        self.server.start()
+        self._bind()
+        self.service.start(preload=True)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop())
+        log.info("yomitori running (pid in %s)", self.lock.path)
+        if self.tray is not None:
+            self.tray.run()  # the main thread belongs to the tray until stop()
+        while not self.stopping.wait(0.5):
+            pass
+        self._shutdown()
+        return 0
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.tray is not None:
+            self.tray.stop()
+
+    def _shutdown(self) -> None:
+        self.hotkeys.unbind()
+        self.server.stop()
+        self.service.stop()
+        self.notifications.close()
+        if self.service.history is not None:
+            self.service.history.close()
+        log.info("yomitori stopped")
+
+    def _notifiers(self) -> list[notify_mod.Notifier]:
+        handlers: list[notify_mod.Notifier] = []
+        if self.tray is not None:
+            handlers.append(self.tray.notifier())
+        handlers += [notify_mod.DBusNotifier(), notify_mod.NotifySendNotifier(),
+                     notify_mod.OsascriptNotifier()]  # fmt: skip
+        return handlers
+
+    # -- hotkeys ---------------------------------------------------------------
+    def _bind(self) -> None:
+        chords = {b.hotkey: self._on_binding(b) for b in self.service.config.bindings}
+        chords[self.service.settings.cancel_hotkey] = self.service.cancel
+        try:
+            self.hotkeys.bind(chords)
+        except YomitoriError as err:
+            log.warning("%s", err)
+            self.notifications.notify("Hotkeys unavailable", str(err))
+        except Exception as err:  # e.g. no X display: everything else keeps working
+            log.warning("hotkeys unavailable: %s", err)
+            self.notifications.notify("Hotkeys unavailable", f"Global hotkeys failed: {err}")
+
+    def _on_binding(self, binding: Any) -> Any:
+        def pressed() -> None:
+            if not self.service.paused:
+                self.service.submit(job_from_binding(binding))
+
+        return pressed
+
+    def reload(self) -> str | None:
+        error = self.service.reload()
+        if error is None:
+            self._bind()
+            self.notifications.notify("Config reloaded",
+                                      f"{len(self.service.config.bindings)} hotkeys")  # fmt: skip
+        return error
+
+    # -- IPC -------------------------------------------------------------------
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        cmd = request["cmd"]
+        if cmd == "ping":
+            return {"ok": True}
+        if cmd == "status":
+            return {"ok": True, "status": self.service.status()}
+        if cmd == "trigger":
+            return self._trigger(request)
+        if cmd == "reload":
+            error = self.reload()
+            return {"ok": error is None, "error": error}
+        if cmd == "cancel":
+            self.service.cancel()
+            return {"ok": True}
+        if cmd == "free":
+            self.service.free_vram()
+            return {"ok": True}
+        if cmd == "quit":
+            threading.Thread(target=self.stop, daemon=True).start()
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown command '{cmd}'"}
+
+    def _trigger(self, request: dict[str, Any]) -> dict[str, Any]:
+        action = request.get("action")
+        if not isinstance(action, str) or not action:
+            return {"ok": False, "error": "trigger needs an action"}
+        outputs = request.get("output") or ["clipboard", "notify"]
+        variables = request.get("vars") or {}
+        text = request.get("text")
+        if not (isinstance(outputs, list) and isinstance(variables, dict)
+                and (text is None or isinstance(text, str))):  # fmt: skip
+            return {"ok": False, "error": "malformed trigger request"}
+        future: Future[Any] = Future()
+        job = Job(action=action, source=str(request.get("source") or "clipboard"),
+                  outputs=tuple(str(o) for o in outputs),
+                  vars={str(k): str(v) for k, v in variables.items()},
+                  model=request.get("model"), origin="trigger", text=text,
+                  future=future if request.get("wait", True) else None)  # fmt: skip
+        if not self.service.submit(job):
+            return {"ok": False, "error": "yomitori is busy; try again."}
+        if job.future is None:
+            return {"ok": True, "queued": True}
+        try:
+            result = future.result(timeout=float(request.get("timeout", 600)))
+        except Cancelled:
+            return {"ok": False, "error": "Cancelled."}
+        except YomitoriError as err:
+            return {"ok": False, "error": str(err)}
+        except TimeoutError:
+            return {"ok": False, "error": "The action did not finish in time."}
+        return {"ok": True, "text": result.text, "model": result.model,
+                "timings": result.timings}  # fmt: skip
+
+
+def _make_tray(daemon: Daemon) -> Any:
+    try:
+        from daemon.desktop.tray import Tray
+
+        return Tray(daemon)
+    except Exception as err:  # no tray here: every other feature keeps working
+        log.warning("no tray icon: %s", err)
+        return None
+
+
+def main(use_tray: bool | None = None, debug: bool = False) -> int:
+    setup_logging(debug)
+    try:
+        return Daemon(use_tray=use_tray).run()
+    except ConfigError as err:
+        print(f"yomitori: {err}")
+        return 2

@@ -1,0 +1,153 @@
+"""The tray icon: state at a glance, and a menu for everything the daemon does.
+
+pystray picks a backend (AppIndicator through PyGObject on Linux, the native
+one on Windows and macOS).  Its plain-X11 backend has no menu and no
+notifications; then the user is told once what to install, and hotkeys,
+notifications over D-Bus and ``yomitori trigger`` keep working.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from typing import Any
+
+from daemon import models, platform
+from daemon.service import BUILTIN_ACTIONS, Job, Service
+from daemon.sinks.notify import CallableNotifier
+
+log = logging.getLogger(__name__)
+
+COLOURS = {"idle": (70, 110, 200), "loading": (230, 170, 30), "busy": (40, 170, 90),
+           "error": (210, 50, 50)}  # fmt: skip
+MENU_HINT = (
+    "The tray menu needs AppIndicator: install PyGObject (pip install PyGObject, with "
+    "libgirepository1.0-dev) and gir1.2-ayatanaappindicator3-0.1; hotkeys and notifications "
+    "work without it."
+)
+
+
+def icon_image(state: str) -> Any:
+    """A 64×64 icon: a rounded square in the state's colour with a white 'Y'."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    draw.rounded_rectangle((2, 2, 62, 62), radius=14, fill=COLOURS.get(state, COLOURS["idle"]))
+    draw.line((18, 14, 32, 34), fill="white", width=7)
+    draw.line((46, 14, 32, 34), fill="white", width=7)
+    draw.line((32, 32, 32, 52), fill="white", width=7)
+    return image
+
+
+def open_folder(path: Any) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    if platform.is_windows():
+        import os
+
+        os.startfile(str(path))  # type: ignore[attr-defined]
+        return
+    opener = "open" if sys.platform == "darwin" else "xdg-open"
+    subprocess.Popen([opener, str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class Tray:
+    def __init__(self, daemon: Any) -> None:
+        import pystray
+
+        self.pystray = pystray
+        self.daemon = daemon
+        self.service: Service = daemon.service
+        self.icon = pystray.Icon("yomitori", icon_image("loading"), "yomitori",
+                                 menu=pystray.Menu(self._items))  # fmt: skip
+        self.service.listeners.append(self._changed)
+        if not self.icon.HAS_MENU:
+            log.warning(MENU_HINT)
+            daemon.notifications.notify("No tray menu", MENU_HINT)
+
+    def notifier(self) -> CallableNotifier:
+        return CallableNotifier("tray", lambda title, body: self.icon.notify(body, title),
+                                lambda: bool(self.icon.HAS_NOTIFICATION))  # fmt: skip
+
+    def run(self) -> None:
+        self.icon.run(setup=self._setup)
+
+    def stop(self) -> None:
+        self.icon.stop()
+
+    def _setup(self, icon: Any) -> None:
+        icon.visible = True
+
+    def _changed(self, service: Service) -> None:
+        self.icon.icon = icon_image(service.state)
+        self.icon.title = f"yomitori — {service.state}"
+        if self.icon.HAS_MENU:
+            self.icon.update_menu()
+
+    # -- the menu -----------------------------------------------------------------
+    def _items(self) -> list[Any]:
+        item, menu, sep = self.pystray.MenuItem, self.pystray.Menu, self.pystray.Menu.SEPARATOR
+        return [
+            *self.action_items(),
+            sep,
+            item("Model", menu(self._model_items)),
+            item("Free VRAM now", lambda: self.service.free_vram()),
+            item("Pause hotkeys", self._toggle_pause, checked=lambda _i: self.service.paused),
+            item("Recent", menu(self._recent_items)),
+            sep,
+            item("Open config folder", lambda: open_folder(platform.config_dir())),
+            item("Reload config", lambda: self.daemon.reload()),
+            item("Quit", lambda: self.daemon.stop()),
+        ]
+
+    def action_items(self) -> list[Any]:
+        items = []
+        for name, template in sorted(self.service.templates.templates.items()):
+            source = "clipboard" if template.kind == "text" else "region"
+            items.append(self.pystray.MenuItem(name, self._runner(name, source)))
+        for name in BUILTIN_ACTIONS:
+            items.append(self.pystray.MenuItem(name, self._runner(name, "region")))
+        return items
+
+    def _runner(self, action: str, source: str) -> Any:
+        def run() -> None:
+            self.service.submit(Job(action=action, source=source, origin="tray"))
+
+        return run
+
+    def _model_items(self) -> list[Any]:
+        names = list(self.service.models.models)
+        if models.tiny_available():
+            names.append(models.TINY)
+        current = self.service.model_name or self.service.models.default
+        return [
+            self.pystray.MenuItem(
+                name, self._switcher(name), checked=lambda _i, n=name: n == current, radio=True
+            )
+            for name in names
+        ]
+
+    def _switcher(self, name: str) -> Any:
+        return lambda: self.service.switch_model(name)
+
+    def _toggle_pause(self) -> None:
+        self.service.paused = not self.service.paused
+
+    def _recent_items(self) -> list[Any]:
+        history = self.service.history
+        entries = history.recent(10) if history is not None else []
+        if not entries:
+            return [self.pystray.MenuItem("(nothing yet)", None, enabled=False)]
+        return [
+            self.pystray.MenuItem(f"{e.action}: {_label(e.output)}", self._copier(e.output))
+            for e in entries
+        ]
+
+    def _copier(self, text: str) -> Any:
+        return lambda: self.service.io.write_clipboard(text)
+
+
+def _label(text: str, width: int = 40) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"

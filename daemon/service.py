@@ -1,0 +1,345 @@
+"""The daemon's loop: jobs from hotkeys, the tray and ``yomitori trigger``, run one
+at a time on the action thread.
+
+Headless by design: the desktop (clipboard, synthesized keys, notifications)
+comes in through :class:`DesktopIO`, so this module runs and is tested
+without a display.  Errors are caught once, here: logged (never with user
+text above DEBUG), shown as a notification, and the loop keeps running.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from daemon.actions import ActionResult, Payload, run_action
+from daemon.config import Config, check_actions, load_config, template_folders
+from daemon.engine import Engine
+from daemon.errors import Cancelled, UserInputError, YomitoriError
+from daemon.models import ModelsConfig, ModelSpec, check_spec, load_models, resolve_model
+from daemon.prompts import OPTION_TYPES, TemplateSet, load_templates, split_overrides
+from daemon.sinks.history import History
+
+log = logging.getLogger(__name__)
+
+# Actions that are not templates; the screen-region issue implements them.
+BUILTIN_ACTIONS = ("ocr", "ocr_translate")
+# A burst of presses while busy gives one "busy" notification, not one each.
+BUSY_NOTE_S = 3.0
+
+
+class DesktopIO(Protocol):
+    """The desktop as the loop needs it; ``chord`` is the hotkey that started the job."""
+
+    def read_clipboard(self) -> str: ...
+
+    def write_clipboard(self, text: str) -> None: ...
+
+    def copy_selection(self, chord: str | None) -> str: ...
+
+    def paste(self, text: str, chord: str | None, keep: bool) -> None:
+        """Type ``text`` into the focused window; keep it on the clipboard or restore."""
+
+    def notify(self, title: str, body: str) -> None: ...
+
+
+@dataclass
+class Job:
+    action: str
+    source: str = "clipboard"
+    outputs: tuple[str, ...] = ("clipboard", "notify")
+    vars: dict[str, str] = field(default_factory=dict)
+    model: str | None = None
+    chord: str | None = None
+    origin: str = "hotkey"
+    text: str | None = None  # given directly (``yomitori trigger --text``)
+    future: Future[ActionResult] | None = None
+
+
+@dataclass
+class _Control:
+    """Work for the action thread that is not an action (load, unload)."""
+
+    kind: str
+    model: str | None = None
+
+
+class Service:
+    def __init__(
+        self,
+        io: DesktopIO,
+        engine_factory: Callable[[], Engine],
+        history: History | None = None,
+        config_loader: Callable[[], Config] = load_config,
+    ) -> None:
+        self.io = io
+        self.engine = engine_factory()
+        self.history = history
+        self._config_loader = config_loader
+        self.config = Config()
+        self.templates = TemplateSet()
+        self.models = ModelsConfig()
+        self.model_name: str | None = None  # chosen in the tray; None = configured default
+        self.state = "idle"
+        self.paused = False
+        self.last_error: str | None = None
+        self.started = time.time()
+        self.listeners: list[Callable[[Service], None]] = []
+        self._queue: queue.Queue[Job | _Control | None] = queue.Queue()
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+        self._last_used = time.monotonic()
+        self._thread: threading.Thread | None = None
+        self._busy_noted = -BUSY_NOTE_S
+
+    # -- configuration -----------------------------------------------------
+    def load(self, config: Config | None = None) -> None:
+        """Read config (unless given), templates and models; raises if any is broken."""
+        config = config if config is not None else self._config_loader()
+        templates = load_templates(template_folders())
+        actions = {*templates.templates, *BUILTIN_ACTIONS}
+        # A binding's vars may also set sampling options (max_tokens = "80").
+        variables = {name: {*t.variables, *OPTION_TYPES} for name, t in templates.templates.items()}
+        check_actions(config, actions, variables)
+        models = load_models()
+        self.config, self.templates, self.models = config, templates, models
+        for name, message in templates.errors.items():
+            log.warning("template %s: %s", name, message)
+
+    def reload(self) -> str | None:
+        """Re-read everything; on error keep what runs now and return the message."""
+        try:
+            self.load()
+        except YomitoriError as err:
+            self._set_error(str(err))
+            self.io.notify("Config not reloaded", f"{err} The previous settings stay in use.")
+            return str(err)
+        self.last_error = None
+        self._changed()
+        return None
+
+    @property
+    def settings(self) -> Any:
+        return self.config.settings
+
+    def current_spec(self, override: str | None = None) -> ModelSpec:
+        spec = resolve_model(override or self.model_name, self.models)
+        check_spec(spec)
+        return spec
+
+    # -- the queue -----------------------------------------------------------
+    def start(self, preload: bool = True) -> None:
+        self._thread = threading.Thread(target=self._loop, name="yomitori-actions", daemon=True)
+        self._thread.start()
+        if preload:
+            self._queue.put(_Control("load"))
+
+    def submit(self, job: Job) -> bool:
+        """Queue ``job``; False (and a notification) when the queue is full."""
+        with self._pending_lock:
+            if self._pending >= self.settings.queue_size:
+                full = True
+            else:
+                full = False
+                self._pending += 1
+        if full:
+            log.info("queue full: %s refused", job.action)
+            if job.future is not None:
+                job.future.set_exception(UserInputError("yomitori is busy; try again."))
+            elif job.origin == "hotkey" and time.monotonic() - self._busy_noted > BUSY_NOTE_S:
+                self._busy_noted = time.monotonic()
+                self.io.notify("yomitori is busy", "Still working on earlier requests; "
+                               "press again when it is done.")  # fmt: skip
+            return False
+        self._queue.put(job)
+        self._changed()
+        return True
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def cancel(self) -> None:
+        self.engine.cancel()
+
+    def free_vram(self) -> None:
+        """Unload now; the next action loads the model again."""
+        self.engine.unload()
+        self._changed()
+
+    def switch_model(self, name: str) -> None:
+        self.model_name = name
+        self._queue.put(_Control("load", model=name))
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.engine.unload()
+
+    def status(self) -> dict[str, Any]:
+        stats = self.engine.stats()
+        return {
+            "state": self.state,
+            "model": stats.get("model") or self.model_name or self.models.default,
+            "loaded": stats.get("loaded", False),
+            "worker_pid": stats.get("pid"),
+            "worker_rss_bytes": stats.get("rss_bytes"),
+            "queue": self._pending,
+            "queue_size": self.settings.queue_size,
+            "paused": self.paused,
+            "last_error": self.last_error,
+            "bindings": len(self.config.bindings),
+            "uptime_s": round(time.time() - self.started, 1),
+        }
+
+    # -- the action thread ---------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=self._idle_timeout())
+            except queue.Empty:
+                self._expire()
+                continue
+            if item is None:
+                return
+            try:
+                if isinstance(item, _Control):
+                    self._control(item)
+                else:
+                    self._run(item)
+            finally:
+                if isinstance(item, Job):
+                    with self._pending_lock:
+                        self._pending -= 1
+                self._last_used = time.monotonic()
+                if self.settings.keep_alive_s == 0 and self._queue.empty():
+                    self.engine.unload()
+                self._set_state("error" if self.last_error else "idle")
+
+    def _idle_timeout(self) -> float | None:
+        keep = self.settings.keep_alive_s
+        if keep <= 0 or self.engine.spec is None:
+            return None if keep != 0 else 1.0
+        return max(0.05, self._last_used + keep - time.monotonic())
+
+    def _expire(self) -> None:
+        keep = self.settings.keep_alive_s
+        loaded = self.engine.stats().get("loaded")
+        if keep >= 0 and loaded and time.monotonic() - self._last_used >= keep:
+            log.info("idle for %.0fs: unloading the model to free memory", keep)
+            self.engine.unload()
+            self._changed()
+
+    def _control(self, item: _Control) -> None:
+        self._set_state("loading")
+        try:
+            self.engine.load(self.current_spec(item.model))
+            self.last_error = None
+        except YomitoriError as err:
+            self._set_error(str(err))
+            self.io.notify("Model not loaded", str(err))
+
+    def _run(self, job: Job) -> None:
+        try:
+            result = self._execute(job)
+        except Cancelled:
+            log.info("%s cancelled", job.action)
+            if job.future is not None:
+                job.future.set_exception(Cancelled("Cancelled."))
+            return
+        except YomitoriError as err:
+            self._set_error(str(err))
+            log.warning("%s failed: %s", job.action, err)
+            if "notify" in job.outputs or job.origin == "hotkey":
+                self.io.notify(f"{job.action} failed", str(err))
+            if job.future is not None:
+                job.future.set_exception(err)
+            return
+        except Exception as err:  # the loop must survive anything
+            log.exception("%s: internal error", job.action)
+            message = f"Internal error ({type(err).__name__}); details are in the log."
+            self._set_error(message)
+            self.io.notify(f"{job.action} failed", message)
+            if job.future is not None:
+                job.future.set_exception(YomitoriError(message))
+            return
+        self.last_error = None
+        if job.future is not None:
+            job.future.set_result(result)
+
+    def _execute(self, job: Job) -> ActionResult:
+        template = self.templates.get(job.action) if job.action not in BUILTIN_ACTIONS else None
+        if template is None:
+            raise UserInputError(
+                f"'{job.action}' needs screen-region support, which this version does not have yet."
+            )
+        spec = self.current_spec(job.model)
+        if self.engine.spec is None or self.engine.spec.load_key() != spec.load_key():
+            self._set_state("loading")
+            self.engine.load(spec)
+        payload = self._read_source(job)
+        self._set_state("busy")
+        values, options = split_overrides(template, job.vars)
+        result = run_action(template, payload, self.engine, spec, values, options)
+        self._deliver(job, result)
+        if self.history is not None and self.settings.history:
+            self.history.add(job.action, job.source, payload.text or "", result.text,
+                             result.model, result.timings)  # fmt: skip
+        return result
+
+    def _read_source(self, job: Job) -> Payload:
+        if job.text is not None:
+            return Payload(text=job.text, source="text")
+        if job.source == "clipboard":
+            text = self.io.read_clipboard()
+            if not text.strip():
+                raise UserInputError("The clipboard holds no text: copy some text first.")
+            return Payload(text=text, source="clipboard")
+        if job.source == "selection":
+            text = self.io.copy_selection(job.chord)
+            if not text.strip():
+                raise UserInputError("No text is selected: select some text first.")
+            return Payload(text=text, source="selection")
+        raise UserInputError(
+            f"The {job.source.replace('_', ' ')} source arrives with screen-region support, "
+            "which this version does not have yet."
+        )
+
+    def _deliver(self, job: Job, result: ActionResult) -> None:
+        if "paste" in job.outputs:
+            self.io.paste(result.text, job.chord, keep="clipboard" in job.outputs)
+        elif "clipboard" in job.outputs:
+            self.io.write_clipboard(result.text)
+        if "notify" in job.outputs:
+            limit = self.settings.notify_chars
+            body = result.text if len(result.text) <= limit else result.text[: limit - 1] + "…"
+            self.io.notify(job.action, body)
+
+    # -- state for the tray and status ---------------------------------------
+    def _set_error(self, message: str) -> None:
+        self.last_error = message
+        self._set_state("error")
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self._changed()
+
+    def _changed(self) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(self)
+            except Exception:
+                log.exception("state listener failed")
+
+
+def job_from_binding(binding: Any) -> Job:
+    return Job(action=binding.action, source=binding.source, outputs=tuple(binding.output),
+               vars=dict(binding.vars), model=binding.model, chord=binding.hotkey)  # fmt: skip

@@ -1,0 +1,1 @@
+"""Where results go: clipboard, paste, notifications, history."""

@@ -1,0 +1,172 @@
+"""Desktop notifications, through the first handler that works here.
+
+Order for ``notifier = "auto"``: the tray icon (when its backend can notify),
+D-Bus (Linux, BSD), ``notify-send``, ``osascript`` (macOS).  Each handler says
+whether it is available and what to install when it is not.  Sending happens
+on a thread of its own, so a slow notification server never delays a hotkey.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+APP = "yomitori"
+
+
+class Notifier(Protocol):
+    name: str
+    install_hint: str
+
+    def is_available(self) -> bool: ...
+
+    def notify(self, title: str, body: str) -> None: ...
+
+
+class DBusNotifier:
+    """org.freedesktop.Notifications on the session bus (pure Python, via jeepney)."""
+
+    name = "dbus"
+    install_hint = "a notification daemon on the session D-Bus (any desktop has one; else dunst)"
+
+    def is_available(self) -> bool:
+        if not os.environ.get("DBUS_SESSION_BUS_ADDRESS") and sys.platform != "linux":
+            return False
+        try:
+            from jeepney import DBusAddress, new_method_call
+            from jeepney.io.blocking import open_dbus_connection
+
+            with open_dbus_connection(bus="SESSION") as conn:
+                bus = DBusAddress("/org/freedesktop/DBus", bus_name="org.freedesktop.DBus",
+                                  interface="org.freedesktop.DBus")  # fmt: skip
+                reply = conn.send_and_get_reply(
+                    new_method_call(bus, "NameHasOwner", "s", ("org.freedesktop.Notifications",)),
+                    timeout=2,
+                )
+                owned = bool(reply.body[0])
+                # D-Bus can also start a notification daemon on demand.
+                if not owned:
+                    reply = conn.send_and_get_reply(
+                        new_method_call(bus, "ListActivatableNames"), timeout=2
+                    )
+                    owned = "org.freedesktop.Notifications" in reply.body[0]
+                return owned
+        except Exception as err:
+            log.debug("D-Bus notifications unavailable: %s", err)
+            return False
+
+    def notify(self, title: str, body: str) -> None:
+        from jeepney import DBusAddress, new_method_call
+        from jeepney.io.blocking import open_dbus_connection
+
+        target = DBusAddress("/org/freedesktop/Notifications",
+                             bus_name="org.freedesktop.Notifications",
+                             interface="org.freedesktop.Notifications")  # fmt: skip
+        message = new_method_call(target, "Notify", "susssasa{sv}i",
+                                  (APP, 0, "", title, body, [], {}, -1))  # fmt: skip
+        with open_dbus_connection(bus="SESSION") as conn:
+            conn.send_and_get_reply(message, timeout=3)
+
+
+class NotifySendNotifier:
+    name = "notify-send"
+    install_hint = "notify-send (Debian/Ubuntu: libnotify-bin)"
+
+    def is_available(self) -> bool:
+        return shutil.which("notify-send") is not None
+
+    def notify(self, title: str, body: str) -> None:
+        subprocess.run(["notify-send", "-a", APP, title, body], check=True, timeout=5,
+                       capture_output=True)  # fmt: skip
+
+
+class OsascriptNotifier:
+    name = "osascript"
+    install_hint = "macOS's osascript"
+
+    def is_available(self) -> bool:
+        return sys.platform == "darwin" and shutil.which("osascript") is not None
+
+    def notify(self, title: str, body: str) -> None:
+        # Title and body travel as arguments, never spliced into the script.
+        script = (
+            "on run argv\n"
+            "display notification (item 2 of argv) with title (item 1 of argv)\n"
+            "end run"
+        )
+        subprocess.run(["osascript", "-e", script, title, body], check=True, timeout=5,
+                       capture_output=True)  # fmt: skip
+
+
+class CallableNotifier:
+    """Adapter for the tray icon's own notifications."""
+
+    install_hint = "a tray backend that can notify"
+
+    def __init__(self, name: str, send: Callable[[str, str], None],
+                 available: Callable[[], bool]) -> None:  # fmt: skip
+        self.name = name
+        self._send = send
+        self._available = available
+
+    def is_available(self) -> bool:
+        return self._available()
+
+    def notify(self, title: str, body: str) -> None:
+        self._send(title, body)
+
+
+def choose(preference: str, candidates: list[Notifier]) -> Notifier | None:
+    """The forced handler if available, else the first available one."""
+    if preference == "none":
+        return None
+    pool = [n for n in candidates if preference in ("auto", n.name)]
+    for notifier in pool:
+        if notifier.is_available():
+            log.info("notifications through %s", notifier.name)
+            return notifier
+    wanted = pool or candidates
+    log.warning("no way to show notifications; install %s", " or ".join(
+        n.install_hint for n in wanted))  # fmt: skip
+    return None
+
+
+class NotificationQueue:
+    """Sends on its own thread; never blocks the caller."""
+
+    def __init__(self, notifier: Notifier | None) -> None:
+        self.notifier = notifier
+        self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue(maxsize=32)
+        self._thread = threading.Thread(target=self._loop, name="notify", daemon=True)
+        self._thread.start()
+
+    def notify(self, title: str, body: str) -> None:
+        try:
+            self._queue.put_nowait((title, body))
+        except queue.Full:
+            log.info("notification dropped: too many at once")
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self.notifier is None:
+                log.info("notification (not shown): %s", item[0])
+                continue
+            try:
+                self.notifier.notify(*item)
+            except Exception as err:
+                log.warning("notification through %s failed: %s", self.notifier.name, err)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=5)

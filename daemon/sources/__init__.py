@@ -1,0 +1,1 @@
+"""Where inputs come from: clipboard text, the selection, (later) screen regions."""
