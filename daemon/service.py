@@ -231,8 +231,7 @@ class Service:
 
     def _expire(self) -> None:
         keep = self.settings.keep_alive_s
-        loaded = self.engine.stats().get("loaded")
-        if keep >= 0 and loaded and time.monotonic() - self._last_used >= keep:
+        if keep >= 0 and self.engine.loaded and time.monotonic() - self._last_used >= keep:
             log.info("idle for %.0fs: unloading the model to free memory", keep)
             self.engine.unload()
             self._changed()
@@ -242,6 +241,7 @@ class Service:
         try:
             self.engine.load(self.current_spec(item.model))
             self.last_error = None
+            self._set_state("idle")
         except YomitoriError as err:
             self._set_error(str(err))
             self.io.notify("Model not loaded", str(err))
@@ -281,13 +281,15 @@ class Service:
                 f"'{job.action}' needs screen-region support, which this version does not have yet."
             )
         spec = self.current_spec(job.model)
-        if self.engine.spec is None or self.engine.spec.load_key() != spec.load_key():
+        load_s = 0.0
+        if not self.engine.loaded or self.engine.spec != spec:
             self._set_state("loading")
-            self.engine.load(spec)
+            load_s = self.engine.load(spec)
         payload = self._read_source(job)
         self._set_state("busy")
         values, options = split_overrides(template, job.vars)
         result = run_action(template, payload, self.engine, spec, values, options)
+        result.timings["load_s"] = round(result.timings["load_s"] + load_s, 4)
         self._deliver(job, result)
         if self.history is not None and self.settings.history:
             self.history.add(job.action, job.source, payload.text or "", result.text,

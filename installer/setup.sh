@@ -53,4 +53,26 @@ if ! .venv/bin/python -c 'import llama_cpp' 2>/dev/null || [ "$(cat "$stamp" 2>/
 fi
 
 "${pip[@]}" install --quiet -e ".[${extras}]"
+
+if [ "$extras" = test ]; then
+  # The desktop tests drive a real X server, clipboard and notification daemon.
+  need=()
+  command -v Xvfb >/dev/null 2>&1 || need+=(xvfb)
+  command -v xdotool >/dev/null 2>&1 || need+=(xdotool)
+  command -v xclip >/dev/null 2>&1 || need+=(xclip)
+  command -v dunst >/dev/null 2>&1 || need+=(dunst)
+  command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus)
+  command -v dbus-launch >/dev/null 2>&1 || need+=(dbus-x11)
+  if [ ${#need[@]} -gt 0 ]; then
+    sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo -n)
+    if command -v apt-get >/dev/null 2>&1 && "${sudo[@]}" true 2>/dev/null; then
+      echo "Installing the desktop test tools: ${need[*]}"
+      "${sudo[@]}" apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+      echo "setup.sh: the desktop tests need ${need[*]} (Debian/Ubuntu packages); they skip until installed." >&2
+    fi
+  fi
+fi
 echo "yomitori is set up: .venv/bin/yomitori (try: .venv/bin/yomitori --help)"

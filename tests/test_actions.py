@@ -33,7 +33,7 @@ class FakeEngine:
         self.finish_reason = finish_reason
         self.load_s = load_s
         self.generation_load_s = generation_load_s
-        self.loaded: list[ModelSpec] = []
+        self.loads: list[ModelSpec] = []
         self.calls: list[tuple[list[dict[str, Any]], dict[str, Any]]] = []
         self._spec: ModelSpec | None = None
         self.cancelled = False
@@ -44,7 +44,7 @@ class FakeEngine:
         return self._spec
 
     def load(self, spec: ModelSpec) -> float:
-        self.loaded.append(spec)
+        self.loads.append(spec)
         self._spec = spec
         return self.load_s
 
@@ -195,7 +195,7 @@ def test_options_merge_template_defaults_and_overrides(text_template, spec):
 def test_engine_loads_the_given_spec(text_template, spec):
     engine = FakeEngine()
     run(text_template, Payload(text="x"), engine, spec)
-    assert engine.loaded == [spec]
+    assert engine.loads == [spec]
 
 
 def test_image_action_sends_image_first(image_template, vision_spec):
@@ -268,7 +268,7 @@ def test_image_to_text_action_refused(text_template, spec):
     with pytest.raises(UserInputError, match="text action"):
         run_action(text_template, Payload(image=PNG), engine, spec)
     # Refused before any model is loaded.
-    assert engine.loaded == []
+    assert engine.loads == []
     assert engine.calls == []
 
 
@@ -294,7 +294,7 @@ def test_image_action_needs_vision_model(image_template, spec):
         run_action(image_template, Payload(image=PNG), engine, spec)
     assert "mmproj" in str(info.value)
     assert "'fake'" in str(info.value)
-    assert engine.loaded == []
+    assert engine.loads == []
 
 
 def test_image_action_without_spec_skips_vision_check(image_template):
@@ -335,4 +335,4 @@ def test_prepare_reports_bad_value_before_loading(text_template, spec):
     engine = FakeEngine()
     with pytest.raises(UserInputError, match="prose, tags"):
         run_action(text_template, Payload(text="x"), engine, spec, values={"style": "poem"})
-    assert engine.loaded == []
+    assert engine.loads == []

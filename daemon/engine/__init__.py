@@ -55,6 +55,10 @@ class Engine(Protocol):
     def spec(self) -> ModelSpec | None:
         """The model loaded (or to be reloaded on demand), if any."""
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the model is resident right now (False after unload or a crash)."""
+
     def load(self, spec: ModelSpec) -> float:
         """Make ``spec`` resident; return the seconds it took (0 when it already was)."""
 

@@ -95,6 +95,10 @@ class WorkerEngine:
         return self._spec
 
     @property
+    def loaded(self) -> bool:
+        return self._alive() and self._spec is not None
+
+    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._alive() else None
 

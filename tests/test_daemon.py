@@ -1,0 +1,319 @@
+"""The real daemon on a real (virtual) X desktop: hotkeys pressed with xdotool,
+the X clipboard, a Tk window to paste into, dunst for notifications, and the
+tiny real model in the worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import HAVE_LLAMA, HAVE_TINY, ROOT
+from xdesktop import desktop, missing_tools, wait_for
+
+pytestmark = [
+    pytest.mark.skipif(
+        not (HAVE_LLAMA and HAVE_TINY), reason="needs llama-cpp-python and the tiny model"
+    ),
+    pytest.mark.skipif(
+        bool(missing_tools()),
+        reason=f"needs {', '.join(missing_tools())} (installer/setup.sh --test installs them)",
+    ),
+    pytest.mark.skipif(sys.platform != "linux", reason="the desktop tests drive an X server"),
+]
+
+HOTKEYS = """
+[settings]
+keep_alive = "{keep_alive}"
+queue_size = 3
+
+[[binding]]
+hotkey = "<ctrl>+<alt>+t"
+action = "translate_en"
+output = ["clipboard", "notify"]
+vars = {{ max_tokens = "10", temperature = "0" }}
+
+[[binding]]
+hotkey = "<ctrl>+<alt>+p"
+action = "translate_en"
+output = ["paste"]
+vars = {{ max_tokens = "8", temperature = "0" }}
+
+[[binding]]
+hotkey = "<ctrl>+<alt>+l"
+action = "variations"
+output = ["clipboard", "notify"]
+vars = {{ max_tokens = "1500", count = "50" }}
+"""
+
+
+@pytest.fixture(scope="module")
+def desk():
+    with desktop() as session:
+        yield session
+
+
+class Daemon:
+    def __init__(self, desk, keep_alive: str = "30m") -> None:
+        self.desk = desk
+        base = Path(tempfile.mkdtemp(prefix="yd-"))  # short: a socket path has a length limit
+        self.dirs = {name: base / name for name in ("config", "data", "logs", "run", "cache")}
+        for path in self.dirs.values():
+            path.mkdir()
+        self.env = desk.full_env(
+            {
+                "YOMITORI_CONFIG_DIR": str(self.dirs["config"]),
+                "YOMITORI_DATA_DIR": str(self.dirs["data"]),
+                "YOMITORI_LOG_DIR": str(self.dirs["logs"]),
+                "YOMITORI_RUNTIME_DIR": str(self.dirs["run"]),
+                "YOMITORI_CACHE_DIR": os.environ["YOMITORI_CACHE_DIR"],
+            }
+        )
+        (self.dirs["config"] / "models.toml").write_text('default = "tiny"\n', encoding="utf-8")
+        self.hotkeys = self.dirs["config"] / "hotkeys.toml"
+        self.hotkeys.write_text(HOTKEYS.format(keep_alive=keep_alive), encoding="utf-8")
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> Daemon:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "run", "--no-tray"],
+            env=self.env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert wait_for(lambda: self.status().get("loaded"), 60), self.log()
+        return self
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "daemon", *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def status(self) -> dict:
+        done = self.cli("status", "--json", timeout=30)
+        return json.loads(done.stdout) if done.returncode == 0 else {}
+
+    def log(self) -> str:
+        path = self.dirs["logs"] / "yomitori.log"
+        return path.read_text(encoding="utf-8") if path.exists() else "(no log)"
+
+    def history(self) -> list[dict]:
+        return json.loads(self.cli("history", "--json").stdout or "[]")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.cli("quit", timeout=30)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def daemon(desk):
+    running = Daemon(desk).start()
+    yield running
+    running.stop()
+
+
+def test_hotkey_puts_the_result_on_the_clipboard_and_notifies(desk, daemon):
+    desk.set_clipboard("夕焼けの海辺の少女")
+    desk.key("ctrl+alt+t")
+    changed = wait_for(lambda: desk.clipboard() not in ("", "夕焼けの海辺の少女"), 60)
+    assert changed, daemon.log()
+    history = wait_for(daemon.history, 10)
+    assert history and history[0]["action"] == "translate_en"
+    assert history[0]["input_excerpt"] == "夕焼けの海辺の少女"
+    assert desk.clipboard() == history[0]["output"]
+    notes = wait_for(
+        lambda: [n for n in desk.notifications() if n["summary"] == "translate_en"], 10
+    )
+    assert notes and notes[0]["body"].strip()
+
+
+TK_TARGET = textwrap.dedent("""
+    import sys, tkinter as tk
+    root = tk.Tk(); root.title("yomitori-paste-target"); root.geometry("600x200+0+0")
+    text = tk.Text(root); text.pack(fill="both", expand=True)
+    def dump():
+        with open(sys.argv[1], "w", encoding="utf-8") as out:
+            out.write(text.get("1.0", "end-1c"))
+        root.after(100, dump)
+    def grab():
+        root.focus_force(); text.focus_set()
+    root.after(200, grab); root.after(100, dump); root.mainloop()
+""")
+
+
+def test_paste_mode_types_into_the_focused_window_and_restores_the_clipboard(
+    desk, daemon, tmp_path
+):
+    out = tmp_path / "pasted.txt"
+    window = subprocess.Popen([sys.executable, "-c", TK_TARGET, str(out)], env=desk.full_env())
+    try:
+        assert wait_for(out.exists, 15)
+        desk.run(
+            "xdotool",
+            "search",
+            "--sync",
+            "--name",
+            "yomitori-paste-target",
+            "windowactivate",
+            "--sync",
+            "windowfocus",
+            "--sync",
+        )
+        desk.run("xdotool", "mousemove", "300", "100", "click", "1")
+        desk.set_clipboard("the user's own clipboard")
+        desk.key("ctrl+alt+p")
+        pasted = wait_for(lambda: out.read_text(encoding="utf-8").strip(), 60)
+        assert pasted, daemon.log()
+        history = wait_for(daemon.history, 10)
+        assert history[0]["output"].split()[0] in pasted
+        assert wait_for(lambda: desk.clipboard() == "the user's own clipboard", 5)
+    finally:
+        window.terminate()
+
+
+def test_trigger_status_single_instance_and_socket_mode(daemon):
+    done = daemon.cli(
+        "trigger",
+        "translate_en",
+        "--text",
+        "桜の木",
+        "--set",
+        "max_tokens=6",
+        "--output",
+        "notify",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    reply = json.loads(done.stdout)
+    assert reply["ok"] and reply["text"].strip() and reply["model"] == "tiny"
+    second = subprocess.run(
+        [sys.executable, "-m", "daemon", "run", "--no-tray"],
+        env=daemon.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 0
+    assert "already running" in second.stdout
+    assert daemon.status()["state"] in ("idle", "busy", "loading")
+    sock = daemon.dirs["run"] / "daemon.sock"
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+    assert stat.S_IMODE(daemon.dirs["run"].stat().st_mode) == 0o700
+
+
+def test_status_without_a_daemon_exits_non_zero(desk):
+    idle = Daemon(desk)
+    done = idle.cli("status")
+    assert done.returncode == 3
+    assert "not running" in done.stderr
+
+
+def test_malformed_and_oversized_requests_are_refused(daemon):
+    import socket
+
+    path = str(daemon.dirs["run"] / "daemon.sock")
+    for payload in (b"this is not json\n", b'{"no": "cmd"}\n', b"x" * (200 * 1024)):
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(path)
+            try:
+                conn.sendall(payload)
+            except OSError:
+                continue  # the daemon may close an oversized request early
+            reply = json.loads(conn.recv(65536).split(b"\n")[0])
+            assert reply["ok"] is False and reply["error"]
+    status = daemon.status()
+    assert status["state"] != "error" and status["last_error"] is None
+    assert daemon.proc.poll() is None
+
+
+def test_a_hundred_presses_in_a_second(desk, daemon):
+    desk.set_clipboard("a cat")
+    started = time.monotonic()
+    desk.key("ctrl+alt+t", repeat=100, delay_ms=5)
+    assert time.monotonic() - started < 10
+    peak = max(daemon.status()["queue"] for _ in range(5))
+    assert peak <= 3
+    assert wait_for(lambda: daemon.status().get("queue") == 0, 120), daemon.log()
+    assert daemon.proc.poll() is None
+    done = daemon.cli("trigger", "translate_en", "--text", "dog", "--set", "max_tokens=4")
+    assert done.returncode == 0, done.stderr
+    busy = [n for n in desk.notifications() if n["summary"] == "yomitori is busy"]
+    assert 1 <= len(busy) <= 5, "a burst gives one busy note, not one per press"
+
+
+def test_worker_killed_mid_action_notifies_and_recovers(desk, daemon):
+    desk.notifications()  # start from an empty history
+    desk.set_clipboard("a very long story about the sea")
+    desk.key("ctrl+alt+l")
+    assert wait_for(lambda: daemon.status().get("state") == "busy", 30)
+    pid = daemon.status()["worker_pid"]
+    time.sleep(0.5)
+    os.kill(pid, signal.SIGKILL)
+    failed = wait_for(
+        lambda: [n for n in desk.notifications() if n["summary"] == "variations failed"], 30
+    )
+    assert failed and "stopped unexpectedly" in failed[0]["body"]
+    assert "Traceback" not in failed[0]["body"]
+    done = daemon.cli(
+        "trigger", "translate_en", "--text", "river", "--set", "max_tokens=4", "--json"
+    )
+    assert done.returncode == 0, done.stderr
+    assert daemon.status()["worker_pid"] not in (None, pid)
+
+
+def test_broken_hotkeys_on_reload_keeps_the_bindings(desk, daemon):
+    good = daemon.hotkeys.read_text(encoding="utf-8")
+    daemon.hotkeys.write_text(
+        good + '\n[[binding]]\nhotkey = "<ctrl>+<bogus>+x"\naction = "translate_en"\n',
+        encoding="utf-8",
+    )
+    done = daemon.cli("reload")
+    assert done.returncode == 1
+    bad_line = len((good + "\n").splitlines()) + 1
+    assert f"line {bad_line}" in done.stderr and "bogus" in done.stderr
+    notes = wait_for(
+        lambda: [n for n in desk.notifications() if n["summary"] == "Config not reloaded"], 10
+    )
+    assert notes and f"line {bad_line}" in notes[0]["body"]
+    desk.set_clipboard("山の上の城")
+    desk.key("ctrl+alt+t")
+    assert wait_for(lambda: desk.clipboard() not in ("", "山の上の城"), 60), daemon.log()
+
+
+def test_keep_alive_unloads_when_idle_and_reloads_on_demand(desk):
+    daemon = Daemon(desk, keep_alive="3s").start()
+    try:
+        pid = daemon.status()["worker_pid"]
+        assert wait_for(lambda: not daemon.status().get("loaded"), 20), daemon.log()
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        done = daemon.cli(
+            "trigger", "translate_en", "--text", "moon", "--set", "max_tokens=4", "--json"
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["timings"]["load_s"] > 0
+    finally:
+        daemon.stop()
