@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="only the JSON line")
     bench.add_argument("--runs", type=int, default=5, help="repetitions per measurement")
     bench.add_argument("--threads", type=int, default=None, help="llama.cpp threads for both sides")
+    bench.add_argument(
+        "--daemon",
+        action="store_true",
+        help="measure the daemon: hotkey → clipboard, idle memory and CPU (needs X)",
+    )
+    bench.add_argument("--idle-seconds", type=float, default=60.0)
     return parser
 
 
@@ -304,6 +310,16 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.daemon:
+        from daemon.desktop.bench import run_daemon_bench
+
+        def say(message: str) -> None:
+            if not args.json:
+                print(message, file=sys.stderr, flush=True)
+
+        figures = run_daemon_bench(args.model or "tiny", args.runs, args.idle_seconds, say)
+        print(json.dumps(figures))
+        return 0
     from daemon.bench import run_bench
 
     figures = run_bench(model=args.model, runs=args.runs, threads=args.threads, quiet=args.json)

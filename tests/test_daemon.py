@@ -317,3 +317,16 @@ def test_keep_alive_unloads_when_idle_and_reloads_on_demand(desk):
         assert json.loads(done.stdout)["timings"]["load_s"] > 0
     finally:
         daemon.stop()
+
+
+def test_bench_daemon_prints_its_figures(desk):
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon", "bench", "--daemon", "--runs", "1",
+         "--idle-seconds", "1", "--json"],
+        env=desk.full_env(), cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["hotkey_to_clipboard_s"] > 0 and figures["do_warm_s"] > 0
+    assert 0 < figures["idle_rss_mb"] < 1000
+    assert figures["idle_cpu_percent"] >= 0

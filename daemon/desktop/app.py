@@ -135,6 +135,11 @@ class Daemon:
             self.tray = _make_tray(self)
         notifier = notify_mod.choose(settings.notifier, self._notifiers())
         self.notifications.notifier = notifier
+        if self.tray is not None and not self.tray.has_menu:
+            from daemon.desktop.tray import MENU_HINT
+
+            log.warning(MENU_HINT)
+            self.notifications.notify("No tray menu", MENU_HINT)
         if startup_error:
             self.notifications.notify("Config not loaded", f"{startup_error} Using the defaults.")
         self.server.start()
@@ -178,6 +183,9 @@ class Daemon:
         chords[self.service.settings.cancel_hotkey] = self.service.cancel
         try:
             self.hotkeys.bind(chords)
+            # Start tracking held modifiers now, so the first paste already
+            # knows what the user is holding.
+            _ = self.service.io.keyboard  # type: ignore[attr-defined]
         except YomitoriError as err:
             log.warning("%s", err)
             self.notifications.notify("Hotkeys unavailable", str(err))
@@ -257,8 +265,11 @@ class Daemon:
 
 def _make_tray(daemon: Daemon) -> Any:
     try:
-        from daemon.desktop.tray import Tray
+        from daemon.desktop.tray import Tray, tray_host_missing
 
+        if tray_host_missing():
+            log.info("no system tray on this desktop: running without a tray icon")
+            return None
         return Tray(daemon)
     except Exception as err:  # no tray here: every other feature keeps working
         log.warning("no tray icon: %s", err)

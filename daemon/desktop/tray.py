@@ -52,6 +52,22 @@ def open_folder(path: Any) -> None:
     subprocess.Popen([opener, str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def tray_host_missing() -> bool:
+    """True when pystray would use plain X11 and no system tray is there to dock in."""
+    import pystray
+
+    if not pystray.Icon.__module__.endswith("_xorg"):
+        return False
+    from Xlib import X, display
+
+    screen = display.Display()
+    try:
+        atom = screen.intern_atom(f"_NET_SYSTEM_TRAY_S{screen.get_default_screen()}")
+        return screen.get_selection_owner(atom) in (X.NONE, None)
+    finally:
+        screen.close()
+
+
 class Tray:
     def __init__(self, daemon: Any) -> None:
         import pystray
@@ -62,9 +78,10 @@ class Tray:
         self.icon = pystray.Icon("yomitori", icon_image("loading"), "yomitori",
                                  menu=pystray.Menu(self._items))  # fmt: skip
         self.service.listeners.append(self._changed)
-        if not self.icon.HAS_MENU:
-            log.warning(MENU_HINT)
-            daemon.notifications.notify("No tray menu", MENU_HINT)
+
+    @property
+    def has_menu(self) -> bool:
+        return bool(self.icon.HAS_MENU)
 
     def notifier(self) -> CallableNotifier:
         return CallableNotifier("tray", lambda title, body: self.icon.notify(body, title),
@@ -81,7 +98,7 @@ class Tray:
 
     def _changed(self, service: Service) -> None:
         self.icon.icon = icon_image(service.state)
-        self.icon.title = f"yomitori — {service.state}"
+        self.icon.title = f"yomitori: {service.state}"  # X11 titles are Latin-1
         if self.icon.HAS_MENU:
             self.icon.update_menu()
 
