@@ -121,6 +121,8 @@ class Service:
             self.io.notify("Config not reloaded", f"{err} The previous settings stay in use.")
             return str(err)
         self.last_error = None
+        if self.state == "error":
+            self._set_state("idle")
         self._changed()
         return None
 
@@ -152,7 +154,9 @@ class Service:
             log.info("queue full: %s refused", job.action)
             if job.future is not None:
                 job.future.set_exception(UserInputError("yomitori is busy; try again."))
-            elif job.origin == "hotkey" and time.monotonic() - self._busy_noted > BUSY_NOTE_S:
+            elif job.origin in ("hotkey", "tray") and (
+                time.monotonic() - self._busy_noted > BUSY_NOTE_S
+            ):
                 self._busy_noted = time.monotonic()
                 self.io.notify("yomitori is busy", "Still working on earlier requests; "
                                "press again when it is done.")  # fmt: skip
@@ -174,7 +178,7 @@ class Service:
         self._changed()
 
     def switch_model(self, name: str) -> None:
-        self.model_name = name
+        """Load ``name``; it becomes the current model only if it loads."""
         self._queue.put(_Control("load", model=name))
 
     def stop(self) -> None:
@@ -209,15 +213,19 @@ class Service:
                 continue
             if item is None:
                 return
+            if isinstance(item, Job):
+                # Counted while waiting: a caller woken by this job's result may
+                # submit again at once without finding the queue full.
+                with self._pending_lock:
+                    self._pending -= 1
             try:
                 if isinstance(item, _Control):
                     self._control(item)
                 else:
                     self._run(item)
+            except Exception:  # never let the action thread die
+                log.exception("action thread: unexpected error")
             finally:
-                if isinstance(item, Job):
-                    with self._pending_lock:
-                        self._pending -= 1
                 self._last_used = time.monotonic()
                 if self.settings.keep_alive_s == 0 and self._queue.empty():
                     self.engine.unload()
@@ -225,7 +233,7 @@ class Service:
 
     def _idle_timeout(self) -> float | None:
         keep = self.settings.keep_alive_s
-        if keep <= 0 or self.engine.spec is None:
+        if keep <= 0 or not self.engine.loaded:
             return None if keep != 0 else 1.0
         return max(0.05, self._last_used + keep - time.monotonic())
 
@@ -239,12 +247,20 @@ class Service:
     def _control(self, item: _Control) -> None:
         self._set_state("loading")
         try:
-            self.engine.load(self.current_spec(item.model))
+            self.engine.load(self.current_spec(item.model or self.model_name))
+        except YomitoriError as err:
+            message = str(err)
+        except Exception as err:
+            log.exception("model load failed")
+            message = f"Internal error while loading the model ({type(err).__name__}); see the log."
+        else:
+            if item.model is not None:
+                self.model_name = item.model  # only once it really loaded
             self.last_error = None
             self._set_state("idle")
-        except YomitoriError as err:
-            self._set_error(str(err))
-            self.io.notify("Model not loaded", str(err))
+            return
+        self._set_error(message)
+        self.io.notify("Model not loaded", message)
 
     def _run(self, job: Job) -> None:
         try:
@@ -280,19 +296,21 @@ class Service:
             raise UserInputError(
                 f"'{job.action}' needs screen-region support, which this version does not have yet."
             )
+        # Input first: the selection is copied while the user is still where they
+        # pressed the hotkey, and a missing input costs no model load.
+        payload = self._read_source(job)
+        values, options = split_overrides(template, job.vars)
         spec = self.current_spec(job.model)
         load_s = 0.0
         if not self.engine.loaded or self.engine.spec != spec:
             self._set_state("loading")
             load_s = self.engine.load(spec)
-        payload = self._read_source(job)
         self._set_state("busy")
-        values, options = split_overrides(template, job.vars)
         result = run_action(template, payload, self.engine, spec, values, options)
         result.timings["load_s"] = round(result.timings["load_s"] + load_s, 4)
         self._deliver(job, result)
         if self.history is not None and self.settings.history:
-            self.history.add(job.action, job.source, payload.text or "", result.text,
+            self.history.add(job.action, payload.source, payload.text or "", result.text,
                              result.model, result.timings)  # fmt: skip
         return result
 

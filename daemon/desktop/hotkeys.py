@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Mapping
 
 from daemon.errors import YomitoriError
@@ -24,10 +25,15 @@ class HotkeysUnavailable(YomitoriError):
 
 def check_available() -> None:
     """Raise with what to do when global hotkeys cannot work here."""
-    if os.environ.get("WAYLAND_DISPLAY") and not os.environ.get("DISPLAY"):
+    if sys.platform not in ("win32", "darwin") and not os.environ.get("DISPLAY"):
+        if os.environ.get("WAYLAND_DISPLAY"):
+            raise HotkeysUnavailable(
+                "Global hotkeys are not available on Wayland; bind 'yomitori trigger ACTION' "
+                "in your desktop's keyboard shortcut settings."
+            )
         raise HotkeysUnavailable(
-            "Global hotkeys are not available on Wayland; bind 'yomitori trigger ACTION' "
-            "in your desktop's keyboard shortcut settings."
+            "No X display (DISPLAY is not set), so no global hotkeys; 'yomitori trigger "
+            "ACTION' still works."
         )
 
 

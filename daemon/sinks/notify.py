@@ -81,7 +81,10 @@ class NotifySendNotifier:
     install_hint = "notify-send (Debian/Ubuntu: libnotify-bin)"
 
     def is_available(self) -> bool:
-        return shutil.which("notify-send") is not None
+        # notify-send talks D-Bus too; without a session bus it can only fail.
+        return shutil.which("notify-send") is not None and bool(
+            os.environ.get("DBUS_SESSION_BUS_ADDRESS") or os.environ.get("DISPLAY")
+        )
 
     def notify(self, title: str, body: str) -> None:
         subprocess.run(["notify-send", "-a", APP, title, body], check=True, timeout=5,

@@ -1,0 +1,175 @@
+"""The tray menu, built by pystray on a real (virtual) X display."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+
+import pytest
+from xdesktop import desktop, missing_tools
+
+from daemon.config import Config, Settings
+from daemon.engine import Generation
+from daemon.sinks.history import History
+
+pytestmark = [
+    pytest.mark.skipif(sys.platform != "linux", reason="builds the menu on an X display"),
+    pytest.mark.skipif("Xvfb" in missing_tools(), reason="needs Xvfb"),
+    # pystray's X11 icon closes its display connection in __del__, which may run
+    # after the test display is gone: noise from the library, not a failure.
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
+
+
+class FakeDesktop:
+    def __init__(self) -> None:
+        self.clipboard = ""
+        self.notes: list[tuple[str, str]] = []
+
+    def read_clipboard(self) -> str:
+        return self.clipboard
+
+    def write_clipboard(self, text: str) -> None:
+        self.clipboard = text
+
+    def copy_selection(self, chord):
+        return ""
+
+    def paste(self, text, chord, keep):
+        self.clipboard = text
+
+    def notify(self, title: str, body: str) -> None:
+        self.notes.append((title, body))
+
+
+class FakeEngine:
+    spec = None
+    loaded = False
+
+    def load(self, spec):
+        self.spec, self.loaded = spec, True
+        return 0.0
+
+    def generate(self, messages, options, on_text=None):
+        return Generation(text="a prompt", finish_reason="stop")
+
+    def cancel(self):
+        pass
+
+    def unload(self):
+        self.loaded = False
+
+    def stats(self):
+        return {"loaded": self.loaded}
+
+
+class StubDaemon:
+    def __init__(self, service) -> None:
+        self.service = service
+        self.reloaded = threading.Event()
+        self.stopped = threading.Event()
+
+    def reload(self):
+        self.reloaded.set()
+
+    def stop(self):
+        self.stopped.set()
+
+
+@pytest.fixture(scope="module")
+def display():
+    with desktop() as session:
+        yield session
+        # Let pystray's icons close their X connections while the display still exists.
+        gc.collect()
+
+
+@pytest.fixture
+def tray(display, monkeypatch, tmp_path):
+    monkeypatch.setenv("DISPLAY", display.env["DISPLAY"])
+    monkeypatch.setenv("PYSTRAY_BACKEND", "xorg")
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "models.toml").write_text(
+        'default = "a"\n[models.a]\npath = "a.gguf"\n[models.b]\npath = "b.gguf"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("YOMITORI_CONFIG_DIR", str(config))
+    from daemon.desktop.tray import Tray
+    from daemon.service import Service
+
+    service = Service(FakeDesktop(), FakeEngine, history=History(tmp_path / "h.sqlite3"),
+                      config_loader=lambda: Config(settings=Settings()))  # fmt: skip
+    service.load()
+    stub = StubDaemon(service)
+    icon = Tray(stub)
+    yield icon, service, stub
+    service.history.close()
+
+
+def labels(items):
+    return [item.text for item in items if item.text]
+
+
+def find(items, text):
+    return next(item for item in items if item.text == text)
+
+
+def test_menu_lists_actions_and_controls(tray):
+    icon, _service, _stub = tray
+    items = icon._items()
+    names = labels(items)
+    for expected in ("translate_en", "variations", "caption", "ocr_vlm", "ocr", "Model",
+                     "Free VRAM now", "Pause hotkeys", "Recent", "Open config folder",
+                     "Reload config", "Quit"):  # fmt: skip
+        assert expected in names
+
+
+def test_actions_queue_jobs_with_the_right_source(tray):
+    icon, service, _stub = tray
+    queued = []
+    service.submit = lambda job: queued.append(job) or True
+    items = icon._items()
+    find(items, "translate_en")(icon.icon)
+    find(items, "caption")(icon.icon)
+    assert [(j.action, j.source, j.origin) for j in queued] == [
+        ("translate_en", "clipboard", "tray"),
+        ("caption", "region", "tray"),
+    ]
+
+
+def test_pause_model_switch_recent_reload_quit(tray):
+    icon, service, stub = tray
+    items = icon._items()
+    pause = find(items, "Pause hotkeys")
+    assert not pause.checked
+    pause(icon.icon)
+    assert service.paused and find(icon._items(), "Pause hotkeys").checked
+
+    switched = []
+    service.switch_model = switched.append
+    models = icon._model_items()
+    assert labels(models)[:2] == ["a", "b"]
+    assert find(models, "a").checked and not find(models, "b").checked
+    find(models, "b")(icon.icon)
+    assert switched == ["b"]
+
+    assert labels(icon._recent_items()) == ["(nothing yet)"]
+    service.history.add("translate_en", "clipboard", "入力", "a lighthouse at dusk", "a")
+    recent = icon._recent_items()
+    assert labels(recent) == ["translate_en: a lighthouse at dusk"]
+    recent[0](icon.icon)
+    assert service.io.clipboard == "a lighthouse at dusk"
+
+    find(items, "Reload config")(icon.icon)
+    find(items, "Quit")(icon.icon)
+    assert stub.reloaded.is_set() and stub.stopped.is_set()
+
+
+def test_icon_follows_the_state(tray):
+    icon, service, _stub = tray
+    before = icon.icon.icon.tobytes()
+    service._set_state("error")
+    assert icon.icon.icon.tobytes() != before
+    assert icon.icon.title == "yomitori: error"
