@@ -49,6 +49,13 @@ output = ["paste"]
 vars = {{ max_tokens = "8", temperature = "0" }}
 
 [[binding]]
+hotkey = "<ctrl>+<alt>+s"
+action = "translate_en"
+source = "selection"
+output = ["clipboard"]
+vars = {{ max_tokens = "6", temperature = "0" }}
+
+[[binding]]
 hotkey = "<ctrl>+<alt>+l"
 action = "variations"
 output = ["clipboard", "notify"]
@@ -190,6 +197,37 @@ def test_paste_mode_types_into_the_focused_window_and_restores_the_clipboard(
         history = wait_for(daemon.history, 10)
         assert history[0]["output"].split()[0] in pasted
         assert wait_for(lambda: desk.clipboard() == "the user's own clipboard", 5)
+    finally:
+        window.terminate()
+
+
+TK_SELECTION = textwrap.dedent("""
+    import sys, tkinter as tk
+    root = tk.Tk(); root.title("yomitori-selection-source"); root.geometry("600x200+0+0")
+    text = tk.Text(root); text.pack(fill="both", expand=True)
+    text.insert("1.0", sys.argv[1])
+    def grab():
+        root.focus_force(); text.focus_set(); text.tag_add("sel", "1.0", "end-1c")
+        open(sys.argv[2], "w").close()
+    root.after(200, grab); root.mainloop()
+""")
+
+
+def test_selection_source_copies_the_selected_text(desk, daemon, tmp_path):
+    ready = tmp_path / "ready"
+    window = subprocess.Popen(
+        [sys.executable, "-c", TK_SELECTION, "森の中の小さな家", str(ready)], env=desk.full_env()
+    )
+    try:
+        assert wait_for(ready.exists, 15)
+        desk.run("xdotool", "search", "--sync", "--name", "yomitori-selection-source",
+                 "windowactivate", "--sync", "windowfocus", "--sync")  # fmt: skip
+        desk.set_clipboard("unrelated clipboard text")
+        desk.key("ctrl+alt+s")
+        history = wait_for(lambda: [h for h in daemon.history() if h["source"] == "selection"], 60)
+        assert history, daemon.log()
+        assert history[0]["input_excerpt"] == "森の中の小さな家"
+        assert wait_for(lambda: desk.clipboard() == history[0]["output"], 10)
     finally:
         window.terminate()
 

@@ -58,6 +58,7 @@ class InstanceLock:
             if platform.is_windows():
                 import msvcrt
 
+                handle.seek(0)  # every instance must try to lock the same byte
                 msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
             else:
                 import fcntl
