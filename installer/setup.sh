@@ -54,6 +54,16 @@ fi
 
 "${pip[@]}" install --quiet -e ".[${extras}]"
 
+# The tray menu on Linux needs AppIndicator through PyGObject, which builds from source
+# against the system's GObject libraries: try it where they are present, never fail on it.
+if [ "$(uname -s)" = Linux ] && ! .venv/bin/python -c 'import gi' 2>/dev/null; then
+  if command -v pkg-config >/dev/null 2>&1 && pkg-config --exists girepository-2.0 cairo 2>/dev/null; then
+    "${pip[@]}" install --quiet PyGObject || echo "setup.sh: PyGObject did not build; the tray will have no menu." >&2
+  else
+    echo "Note: for a tray menu install libgirepository-2.0-dev libcairo2-dev gir1.2-ayatanaappindicator3-0.1 (Debian/Ubuntu names) and run this again; everything else works without it."
+  fi
+fi
+
 if [ "$extras" = test ]; then
   # The desktop tests drive a real X server, clipboard and notification daemon.
   need=()
