@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from daemon import __version__, platform
-from daemon.actions import Payload, prepare, run_action
+from daemon.actions import Payload
 from daemon.config import template_folders
 from daemon.errors import Cancelled, UserInputError, YomitoriError
 from daemon.models import TINY, check_spec, load_models, resolve_model, tiny_available
-from daemon.prompts import load_templates, split_overrides
+from daemon.prompts import load_templates
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a template variable or sampling option (repeatable)",
     )
     do.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    do.add_argument(
+        "--engine",
+        choices=("rapidocr", "tesseract", "vlm"),
+        help="OCR engine for ocr steps (default: ocr_engine in hotkeys.toml)",
+    )
     do.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     run = sub.add_parser("run", help="start the daemon: hotkeys, tray, notifications")
@@ -136,37 +141,64 @@ def read_payload(args: argparse.Namespace) -> Payload:
     return Payload(text=args.text, source="text")
 
 
+def load_settings() -> Any:
+    """The user's settings for one-shot commands; a broken file warns, defaults apply."""
+    from daemon.config import Settings, load_config
+
+    try:
+        return load_config().settings
+    except YomitoriError as err:
+        print(f"yomitori: warning: {err} Using the defaults.", file=sys.stderr)
+        return Settings()
+
+
 def cmd_do(args: argparse.Namespace) -> int:
+    from daemon import pipeline
+
     templates = load_templates(template_folders())
-    template = templates.get(args.action)
+    pipeline.steps_of(args.action, templates)  # unknown action → exit 2
     if args.action in templates.errors:
-        print(
-            f"yomitori: warning: {templates.errors[args.action]} Using {template.origin}.",
-            file=sys.stderr,
-        )
+        origin = templates.templates[args.action].origin
+        print(f"yomitori: warning: {templates.errors[args.action]} Using {origin}.",
+              file=sys.stderr)  # fmt: skip
     payload = read_payload(args)
-    values, options = split_overrides(template, parse_sets(args.set))
-    prepare(template, payload, values, options)  # input mistakes first, before any model work
-    spec = resolve_model(args.model, load_models())
-    check_spec(spec)
+    settings = load_settings()
+    pairs = parse_sets(args.set)
+    if args.engine:
+        pairs["engine"] = args.engine
+    elif pipeline.OCR in pipeline.steps_of(args.action, templates):
+        pairs.setdefault("engine", settings.ocr_engine)
+    values, options = pipeline.split_values(args.action, templates, pairs)
+    pipeline.validate(args.action, templates, values)
+    pipeline.check_input(args.action, templates, payload)  # input mistakes before model work
+    engine = spec = None
+    if pipeline.needs_model(args.action, templates, values):
+        spec = resolve_model(args.model, load_models())
+        check_spec(spec)
+        from daemon.engine.client import WorkerEngine
 
-    from daemon.engine.client import WorkerEngine
+        engine = WorkerEngine()
+    from daemon.engine.ocr import RapidOcr, Tesseract
 
+    tools = pipeline.Tools(engine=engine, spec=lambda: spec,
+                           ocr={"rapidocr": RapidOcr(), "tesseract": Tesseract()},
+                           max_image_side=settings.max_image_side)  # fmt: skip
     stream = sys.stdout.isatty() and not args.json
-    engine = WorkerEngine()
 
     def show(piece: str) -> None:
         sys.stdout.write(piece)
         sys.stdout.flush()
 
     try:
-        result = run_action(
-            template, payload, engine, spec, values, options, on_text=show if stream else None
-        )
+        result = pipeline.run(args.action, templates, payload, tools, values, options,
+                              on_text=show if stream else None)  # fmt: skip
     except KeyboardInterrupt:
         raise Cancelled("Cancelled.") from None
     finally:
-        engine.unload()
+        if engine is not None:
+            engine.unload()
+    if stream and not result.timings.get("ttft_s"):
+        stream = False  # nothing streamed (OCR only): print the text whole
     if args.json:
         print(
             json.dumps(

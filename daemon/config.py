@@ -37,10 +37,12 @@ class Settings:
     queue_size: int = 4
     notifier: str = "auto"
     tray: bool = True
+    max_image_side: int = 1024
+    ocr_engine: str = "rapidocr"
 
 
 _SETTING_KEYS = ("keep_alive", "cancel_hotkey", "history", "notify_chars", "queue_size",
-                 "notifier", "tray")  # fmt: skip
+                 "notifier", "tray", "max_image_side", "ocr_engine")  # fmt: skip
 NOTIFIERS = ("auto", "tray", "dbus", "notify-send", "osascript", "none")
 
 
@@ -101,7 +103,13 @@ def _settings(doc: TomlDoc, values: dict[str, Any]) -> None:
             values["keep_alive_s"] = parse_duration(value, sub.where(key))
         elif key in ("history", "tray"):
             values[key] = expect_type(sub, key, value, bool)
-        elif key in ("notify_chars", "queue_size"):
+        elif key == "ocr_engine":
+            if value not in ("rapidocr", "tesseract", "vlm"):
+                raise ConfigError(
+                    f"{sub.where(key)}: ocr_engine must be rapidocr, tesseract or vlm."
+                )
+            values[key] = value
+        elif key in ("notify_chars", "queue_size", "max_image_side"):
             number = expect_type(sub, key, value, int)
             if number < 1:
                 raise ConfigError(f"{sub.where(key)}: {key} must be at least 1.")

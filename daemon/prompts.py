@@ -19,8 +19,8 @@ from typing import Any
 from daemon.errors import ConfigError, UserInputError
 from daemon.tomlfile import TomlDoc, check_keys, expect_type, load_toml
 
-KINDS = ("text", "image")
-_TOP_KEYS = ("name", "description", "kind", "system", "user", "vars", "options")
+KINDS = ("text", "image", "chain")
+_TOP_KEYS = ("name", "description", "kind", "system", "user", "vars", "options", "steps")
 _VAR_KEYS = ("default", "description", "choices")
 # Sampling options a template (or ``--set``) may give, with their types.
 OPTION_TYPES: dict[str, type] = {
@@ -73,6 +73,8 @@ class Template:
     variables: Mapping[str, Variable] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
     origin: Path | None = None
+    # kind = "chain": the actions run in order, each one's result feeding the next.
+    steps: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,11 @@ def parse_template(doc: TomlDoc) -> Template:
         )
     kind = expect_type(doc, "kind", data.get("kind", "text"), str)
     if kind not in KINDS:
-        raise ConfigError(f"{doc.where('kind')}: kind must be 'text' or 'image', not '{kind}'.")
+        raise ConfigError(
+            f"{doc.where('kind')}: kind must be 'text', 'image' or 'chain', not '{kind}'."
+        )
+    if kind == "chain":
+        return _parse_chain(doc, name)
     system = expect_type(doc, "system", data.get("system", ""), str)
     if "user" not in data:
         raise ConfigError(f"{doc.path}: missing the 'user' part (the text that holds $input).")
@@ -198,6 +204,18 @@ def parse_template(doc: TomlDoc) -> Template:
         options=options,
         origin=doc.path,
     )
+
+
+def _parse_chain(doc: TomlDoc, name: str) -> Template:
+    check_keys(doc, doc.data, ("name", "description", "kind", "steps"), "a chain")
+    steps = expect_type(doc, "steps", doc.data.get("steps"), list)
+    if len(steps) < 2 or not all(isinstance(s, str) and s for s in steps):
+        raise ConfigError(f"{doc.where('steps')}: steps must list two or more action names.")
+    if name in steps:
+        raise ConfigError(f"{doc.where('steps')}: a chain cannot contain itself.")
+    description = expect_type(doc, "description", doc.data.get("description", ""), str)
+    return Template(name=name, kind="chain", system="", user="", description=description,
+                    origin=doc.path, steps=tuple(steps))  # fmt: skip
 
 
 def load_template(path: Path) -> Template:

@@ -13,6 +13,17 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, needs_model, run_cli
 
+
+def png(width: int = 32, height: int = 32) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 PNG_1PX = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
@@ -149,7 +160,7 @@ def test_text_to_an_image_action():
 @needs_model
 def test_image_action_without_a_vision_model(tmp_path):
     image = tmp_path / "a.png"
-    image.write_bytes(PNG_1PX)
+    image.write_bytes(png())
     assert_one_line_error(
         run_cli("do", "caption", "--model", "tiny", "--image", str(image)), "vision model", "mmproj"
     )

@@ -57,11 +57,13 @@ def test_shipped_folder_has_templates():
 def test_every_shipped_template_parses(path):
     template = load_template(path)
     assert template.name == path.stem
-    assert template.kind in ("text", "image")
+    assert template.kind in ("text", "image", "chain")
     assert template.origin == path
     assert template.description
     if template.kind == "text":
         assert "$input" in template.user
+    if template.kind == "chain":
+        assert len(template.steps) >= 2
 
 
 def test_shipped_folder_loads_without_errors():

@@ -67,7 +67,7 @@ class DesktopBridge:
         marker = f"\u2063yomitori-{time.monotonic_ns()}"
         clipboard.write_text(marker)
         self.keyboard.shortcut("c")
-        deadline = time.monotonic() + 0.8
+        deadline = time.monotonic() + 2.0  # a busy app may take a moment to copy
         text = marker
         while time.monotonic() < deadline:
             text = clipboard.read_text()
