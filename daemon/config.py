@@ -22,7 +22,7 @@ from daemon.tomlfile import TomlDoc, check_keys, expect_type, load_toml
 HOTKEYS_FILE = "hotkeys.toml"
 PROMPTS_DIR = "prompts"
 _TOP_KEYS = ("settings", "binding")
-SOURCES = ("clipboard", "selection", "region", "clipboard_image")
+SOURCES = ("clipboard", "selection", "region", "last_region", "clipboard_image")
 OUTPUTS = ("clipboard", "paste", "notify")
 _BINDING_KEYS = ("hotkey", "action", "source", "output", "vars", "model")
 _DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(s|m|h|min)?\s*$")

@@ -18,18 +18,19 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from daemon.actions import ActionResult, Payload, run_action
+from daemon import pipeline
+from daemon.actions import ActionResult, Payload
 from daemon.config import Config, check_actions, load_config, template_folders
 from daemon.engine import Engine
-from daemon.errors import Cancelled, UserInputError, YomitoriError
+from daemon.errors import Cancelled, ConfigError, UserInputError, YomitoriError
 from daemon.models import ModelsConfig, ModelSpec, check_spec, load_models, resolve_model
-from daemon.prompts import OPTION_TYPES, TemplateSet, load_templates, split_overrides
+from daemon.pipeline import BUILTIN_ACTIONS
+from daemon.prompts import OPTION_TYPES, TemplateSet, load_templates
 from daemon.sinks.history import History
 
 log = logging.getLogger(__name__)
 
 # Actions that are not templates; the screen-region issue implements them.
-BUILTIN_ACTIONS = ("ocr", "ocr_translate")
 # A burst of presses while busy gives one "busy" notification, not one each.
 BUSY_NOTE_S = 3.0
 
@@ -47,6 +48,11 @@ class DesktopIO(Protocol):
         """Type ``text`` into the focused window; keep it on the clipboard or restore."""
 
     def notify(self, title: str, body: str) -> None: ...
+
+    def capture_region(self, repeat: bool = False) -> bytes:
+        """PNG of a region the user selects (or the last one); raises Cancelled on Esc."""
+
+    def read_clipboard_image(self) -> bytes | None: ...
 
 
 @dataclass
@@ -77,10 +83,13 @@ class Service:
         engine_factory: Callable[[], Engine],
         history: History | None = None,
         config_loader: Callable[[], Config] = load_config,
+        ocr: dict[str, Any] | None = None,
     ) -> None:
         self.io = io
         self.engine = engine_factory()
         self.history = history
+        # OCR engines load their models on first use; the daemon warms them up.
+        self.ocr: dict[str, Any] = dict(ocr or {})
         self._config_loader = config_loader
         self.config = Config()
         self.templates = TemplateSet()
@@ -97,6 +106,8 @@ class Service:
         self._last_used = time.monotonic()
         self._thread: threading.Thread | None = None
         self._busy_noted = -BUSY_NOTE_S
+        self.accepted = 0  # jobs taken into the queue …
+        self.finished = 0  # … and done with (tests and status wait on these)
 
     # -- configuration -----------------------------------------------------
     def load(self, config: Config | None = None) -> None:
@@ -105,7 +116,12 @@ class Service:
         templates = load_templates(template_folders())
         actions = {*templates.templates, *BUILTIN_ACTIONS}
         # A binding's vars may also set sampling options (max_tokens = "80").
-        variables = {name: {*t.variables, *OPTION_TYPES} for name, t in templates.templates.items()}
+        variables = {}
+        for name in actions:
+            try:
+                variables[name] = {*pipeline.variables_of(name, templates), *OPTION_TYPES}
+            except UserInputError as err:  # a chain naming a missing step
+                raise ConfigError(f"Action '{name}': {err}") from None
         check_actions(config, actions, variables)
         models = load_models()
         self.config, self.templates, self.models = config, templates, models
@@ -161,6 +177,7 @@ class Service:
                 self.io.notify("yomitori is busy", "Still working on earlier requests; "
                                "press again when it is done.")  # fmt: skip
             return False
+        self.accepted += 1
         self._queue.put(job)
         self._changed()
         return True
@@ -226,6 +243,8 @@ class Service:
             except Exception:  # never let the action thread die
                 log.exception("action thread: unexpected error")
             finally:
+                if isinstance(item, Job):
+                    self.finished += 1
                 self._last_used = time.monotonic()
                 if self.settings.keep_alive_s == 0 and self._queue.empty():
                     self.engine.unload()
@@ -291,22 +310,26 @@ class Service:
             job.future.set_result(result)
 
     def _execute(self, job: Job) -> ActionResult:
-        template = self.templates.get(job.action) if job.action not in BUILTIN_ACTIONS else None
-        if template is None:
-            raise UserInputError(
-                f"'{job.action}' needs screen-region support, which this version does not have yet."
-            )
+        pairs = dict(job.vars)
+        if pipeline.OCR in pipeline.steps_of(job.action, self.templates):
+            pairs.setdefault("engine", self.settings.ocr_engine)
+        values, options = pipeline.split_values(job.action, self.templates, pairs)
+        pipeline.validate(job.action, self.templates, values)
         # Input first: the selection is copied while the user is still where they
         # pressed the hotkey, and a missing input costs no model load.
         payload = self._read_source(job)
-        values, options = split_overrides(template, job.vars)
-        spec = self.current_spec(job.model)
+        pipeline.check_input(job.action, self.templates, payload)
         load_s = 0.0
-        if not self.engine.loaded or self.engine.spec != spec:
-            self._set_state("loading")
-            load_s = self.engine.load(spec)
+        spec: ModelSpec | None = None
+        if pipeline.needs_model(job.action, self.templates, values):
+            spec = self.current_spec(job.model)
+            if not self.engine.loaded or self.engine.spec != spec:
+                self._set_state("loading")
+                load_s = self.engine.load(spec)
         self._set_state("busy")
-        result = run_action(template, payload, self.engine, spec, values, options)
+        tools = pipeline.Tools(engine=self.engine, spec=lambda: spec, ocr=self.ocr,
+                               max_image_side=self.settings.max_image_side)  # fmt: skip
+        result = pipeline.run(job.action, self.templates, payload, tools, values, options)
         result.timings["load_s"] = round(result.timings["load_s"] + load_s, 4)
         self._deliver(job, result)
         if self.history is not None and self.settings.history:
@@ -327,10 +350,15 @@ class Service:
             if not text.strip():
                 raise UserInputError("No text is selected: select some text first.")
             return Payload(text=text, source="selection")
-        raise UserInputError(
-            f"The {job.source.replace('_', ' ')} source arrives with screen-region support, "
-            "which this version does not have yet."
-        )
+        if job.source in ("region", "last_region"):
+            image = self.io.capture_region(repeat=job.source == "last_region")
+            return Payload(image=image, source=job.source)
+        if job.source == "clipboard_image":
+            image = self.io.read_clipboard_image()
+            if not image:
+                raise UserInputError("The clipboard holds no image: copy an image first.")
+            return Payload(image=image, source="clipboard_image")
+        raise UserInputError(f"Unknown source '{job.source}'.")
 
     def _deliver(self, job: Job, result: ActionResult) -> None:
         if "paste" in job.outputs:

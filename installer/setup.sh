@@ -73,6 +73,11 @@ if [ "$extras" = test ]; then
   command -v dunst >/dev/null 2>&1 || need+=(dunst)
   command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus)
   command -v dbus-launch >/dev/null 2>&1 || need+=(dbus-x11)
+  # OCR tests render Japanese with a real font, and check tesseract's vertical reading.
+  [ -f /usr/share/fonts/opentype/ipafont-gothic/ipag.ttf ] || need+=(fonts-ipafont-gothic)
+  command -v tesseract >/dev/null 2>&1 || need+=(tesseract-ocr)
+  tesseract --list-langs 2>/dev/null | grep -qx jpn || need+=(tesseract-ocr-jpn)
+  tesseract --list-langs 2>/dev/null | grep -qx jpn_vert || need+=(tesseract-ocr-jpn-vert)
   if [ ${#need[@]} -gt 0 ]; then
     sudo=()
     [ "$(id -u)" -eq 0 ] || sudo=(sudo -n)

@@ -544,7 +544,10 @@ def test_bad_source_named(tmp_path, value):
         tmp_path, f'hotkey = "<ctrl>+<alt>+x"\naction = "a"\nsource = {value}\n'
     )
     assert message.startswith(at(user, BAD_LINE))
-    assert "source must be one of clipboard, selection, region, clipboard_image" in message
+    assert (
+        "source must be one of clipboard, selection, region, last_region, clipboard_image"
+        in message
+    )
 
 
 @pytest.mark.parametrize("value", ['["clipboard", "screen"]', '"screen"', "3", "[1]", "{ a = 1 }"])

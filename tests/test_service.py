@@ -57,6 +57,8 @@ class FakeDesktop:
     def __init__(self, clipboard: str = "猫が座っている", selection: str = "") -> None:
         self.clipboard = clipboard
         self.selection = selection
+        self.region: bytes | BaseException | None = None
+        self.clipboard_image: bytes | None = None
         self.calls: list[tuple[Any, ...]] = []
         self.notes: list[tuple[str, str]] = []
         self.writes: list[str] = []
@@ -82,6 +84,17 @@ class FakeDesktop:
     def notify(self, title: str, body: str) -> None:
         self.calls.append(("notify", title, body))
         self.notes.append((title, body))
+
+    def capture_region(self, repeat: bool = False) -> bytes:
+        self.calls.append(("capture_region", repeat))
+        if isinstance(self.region, BaseException):
+            raise self.region
+        assert self.region is not None
+        return self.region
+
+    def read_clipboard_image(self) -> bytes | None:
+        self.calls.append(("read_clipboard_image",))
+        return self.clipboard_image
 
     def called(self, name: str) -> list[tuple[Any, ...]]:
         return [call for call in self.calls if call[0] == name]
@@ -253,7 +266,10 @@ class Harness:
 
     def settle(self) -> None:
         wait_for(
-            lambda: self.service.pending == 0 and self.service.state in ("idle", "error"),
+            lambda: (
+                self.service.finished == self.service.accepted
+                and self.service.state in ("idle", "error")
+            ),
             "the queue to drain",
         )
 
@@ -278,7 +294,8 @@ def make() -> Iterator[Make]:
         io = io or FakeDesktop()
         config = Config(settings=settings or Settings(), bindings=bindings)
         service = Service(io, lambda: engine, history=history,
-                          config_loader=loader or (lambda: config))  # fmt: skip
+                          config_loader=loader or (lambda: config),
+                          ocr={"rapidocr": FakeOcr()})  # fmt: skip
         harness = Harness(service, io, engine)
         service.listeners.append(lambda s: harness.states.append(s.state))
         service.load()
@@ -528,33 +545,78 @@ def test_unknown_action_is_a_clear_failure(h: Harness) -> None:
 # --- builtin actions and sources without screen-region support ---------------
 
 
-@pytest.mark.parametrize("action", ["ocr", "ocr_translate"])
-def test_builtin_actions_are_not_available_yet(h: Harness, action: str) -> None:
-    h.hotkey(Job(action=action, source="region"))
-    ((title, body),) = h.io.notes
-    assert title == f"{action} failed"
-    assert "screen-region support" in body
-    assert "not have yet" in body
-    assert "Traceback" not in body
-    assert h.engine.loads == []
-    assert h.engine.calls == []
+def png(width: int = 64, height: int = 32) -> bytes:
+    import io as iolib
+
+    from PIL import Image
+
+    buffer = iolib.BytesIO()
+    Image.new("RGB", (width, height), "white").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class FakeOcr:
+    name = "rapidocr"
+
+    def __init__(self, text: str = "夕焼けの海") -> None:
+        self.text = text
+        self.seen: list[tuple[int, int]] = []
+
+    def recognize(self, image: Any) -> Any:
+        from daemon.engine.ocr import OcrResult
+
+        self.seen.append(image.size)
+        return OcrResult(text=self.text, timings={"ocr_s": 0.01})
+
+
+def test_ocr_on_a_region_needs_no_model(h: Harness) -> None:
+    h.io.region = png(120, 40)
+    h.hotkey(Job(action="ocr", source="region"))
+    assert h.io.writes == ["夕焼けの海"]
+    assert h.engine.loads == [] and h.engine.calls == []
+    assert h.service.ocr["rapidocr"].seen == [(120, 40)]
+
+
+def test_ocr_translate_chains_ocr_into_the_model(h: Harness) -> None:
+    h.io.region = png()
+    h.hotkey(Job(action="ocr_translate", source="region", vars={"style": "tags"}))
+    assert h.io.writes == ["A cat sits."]
+    (messages, _options), *_ = h.engine.calls
+    assert messages[-1]["content"] == "夕焼けの海"  # the OCR text fed the next step
+    assert "comma-separated tags" in messages[0]["content"]
+
+
+def test_cancelled_region_is_silent(h: Harness) -> None:
+    h.io.region = Cancelled("Cancelled.")
+    h.hotkey(Job(action="ocr", source="region"))
+    assert h.io.notes == [] and h.io.writes == []
     h.hotkey(tr())  # the loop is still alive
     assert h.io.notes[-1] == ("translate_en", "A cat sits.")
 
 
 @pytest.mark.parametrize(
-    ("source", "words"), [("region", "region"), ("clipboard_image", "clipboard image")]
+    ("image", "words"),
+    [(None, "holds no image"), (b"not an image", "not an image"), (b"", "holds no image")],
 )
-def test_region_sources_are_not_available_yet(h: Harness, source: str, words: str) -> None:
-    h.hotkey(tr(source=source))
+def test_clipboard_image_problems_are_one_sentence(h: Harness, image: Any, words: str) -> None:
+    h.io.clipboard_image = image
+    h.hotkey(Job(action="ocr", source="clipboard_image"))
     ((title, body),) = h.io.notes
-    assert title == "translate_en failed"
-    assert f"The {words} source" in body
-    assert "not have yet" in body
+    assert title == "ocr failed" and words in body and "Traceback" not in body
     assert h.engine.calls == []
-    assert h.io.called("read_clipboard") == []
-    h.hotkey(tr())
-    assert h.io.notes[-1] == ("translate_en", "A cat sits.")
+
+
+def test_tiny_region_is_refused(h: Harness) -> None:
+    h.io.region = png(1, 1)
+    h.hotkey(Job(action="ocr", source="region"))
+    ((title, body),) = h.io.notes
+    assert title == "ocr failed" and "too small" in body
+
+
+def test_text_source_for_an_image_action_is_refused(h: Harness) -> None:
+    h.hotkey(Job(action="ocr", source="clipboard"))
+    ((_title, body),) = h.io.notes
+    assert "needs an image" in body
 
 
 def test_bindings_to_builtin_actions_load(make: Make) -> None:

@@ -19,7 +19,7 @@ from daemon.config import Config, load_config
 from daemon.desktop import ipc
 from daemon.desktop.hotkeys import Hotkeys
 from daemon.engine.client import WorkerEngine
-from daemon.errors import Cancelled, ConfigError, YomitoriError
+from daemon.errors import Cancelled, ConfigError, UserInputError, YomitoriError
 from daemon.service import Job, Service, job_from_binding
 from daemon.sinks import notify as notify_mod
 from daemon.sinks.history import History
@@ -47,6 +47,7 @@ class DesktopBridge:
     def __init__(self, notifications: notify_mod.NotificationQueue) -> None:
         self.notifications = notifications
         self._keyboard: Any = None
+        self._selector: Any = None
 
     @property
     def keyboard(self) -> Any:
@@ -90,6 +91,32 @@ class DesktopBridge:
     def notify(self, title: str, body: str) -> None:
         self.notifications.notify(title, body)
 
+    def read_clipboard_image(self) -> bytes | None:
+        return clipboard.read_image()
+
+    @property
+    def selector(self) -> Any:
+        """The overlay, created once: its Tk root stays warm between selections."""
+        if self._selector is None:
+            from daemon.sources.region import RegionSelector
+
+            self._selector = RegionSelector()
+        return self._selector
+
+    def capture_region(self, repeat: bool = False) -> bytes:
+        from daemon.images import png_bytes
+        from daemon.sources.region import grab_screen
+
+        shot = grab_screen()
+        region = self.selector.last_region if repeat else None
+        if repeat and region is None:
+            raise UserInputError("No region was selected yet: use a region hotkey first.")
+        if region is None:
+            region = self.selector.select(shot)
+            if region is None:
+                raise Cancelled("Selection cancelled.")
+        return png_bytes(region.crop(shot))
+
 
 class Daemon:
     def __init__(self, use_tray: bool | None = None) -> None:
@@ -99,8 +126,12 @@ class Daemon:
         self.use_tray = use_tray
         self.hotkeys = Hotkeys()
         self.notifications = notify_mod.NotificationQueue(None)
+        from daemon.engine.ocr import RapidOcr, Tesseract
+
+        rapid = RapidOcr()
         self.service = Service(DesktopBridge(self.notifications), WorkerEngine,
-                               history=None, config_loader=self._load_config)  # fmt: skip
+                               history=None, config_loader=self._load_config,
+                               ocr={"rapidocr": rapid, "tesseract": Tesseract()})  # fmt: skip
         self.server = ipc.make_server(self.handle)
 
     def _load_config(self) -> Config:
@@ -145,6 +176,7 @@ class Daemon:
         self.server.start()
         self._bind()
         self.service.start(preload=True)
+        threading.Thread(target=self._warm_up, name="warm-up", daemon=True).start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop())
         log.info("yomitori running (pid in %s)", self.lock.path)
@@ -154,6 +186,17 @@ class Daemon:
             pass
         self._shutdown()
         return 0
+
+    def _warm_up(self) -> None:
+        """Load OCR models and the overlay's Tk now, not on the first hotkey."""
+        try:
+            self.service.ocr["rapidocr"].warm_up()
+        except YomitoriError as err:
+            log.warning("OCR unavailable: %s", err)
+        try:
+            _ = self.service.io.selector  # type: ignore[attr-defined]
+        except Exception as err:  # no display, no Tk: region hotkeys will say so
+            log.info("region overlay not prepared: %s", err)
 
     def stop(self) -> None:
         self.stopping.set()

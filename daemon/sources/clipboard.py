@@ -36,3 +36,33 @@ def write_text(text: str) -> None:
         pyperclip.copy(text)  # type: ignore[attr-defined]
     except pyperclip.PyperclipException:  # type: ignore[attr-defined]
         raise UserInputError(INSTALL_HINT) from None
+
+
+def read_image() -> bytes | None:
+    """The clipboard's image as PNG bytes, or None when it holds no image.
+
+    PIL's ImageGrab reads it natively on Windows and macOS, and through
+    wl-paste or xclip on Linux.  A copied image *file* counts too.
+    """
+    import io
+
+    from PIL import Image, ImageGrab
+
+    try:
+        grabbed = ImageGrab.grabclipboard()
+    except (OSError, NotImplementedError) as err:
+        log.debug("no clipboard image: %s", err)
+        return None
+    if isinstance(grabbed, list):  # file names (a copied file in a file manager)
+        for name in grabbed:
+            try:
+                with open(name, "rb") as handle:
+                    return handle.read()
+            except OSError:
+                continue
+        return None
+    if not isinstance(grabbed, Image.Image):
+        return None
+    buffer = io.BytesIO()
+    grabbed.save(buffer, format="PNG")
+    return buffer.getvalue()
