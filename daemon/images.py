@@ -25,6 +25,11 @@ def open_image(data: bytes) -> Any:
         with Image.open(io.BytesIO(data)) as probe:
             width, height = probe.size
             kind = probe.format
+    except Image.DecompressionBombError:  # PIL refuses to even open it
+        raise UserInputError(
+            f"The image is too large; select or save a smaller part "
+            f"(at most {MAX_PIXELS // 1_000_000} megapixels)."
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError):
         raise UserInputError(
             "That is not an image yomitori can read (PNG, JPEG, WebP, GIF, BMP)."
