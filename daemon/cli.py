@@ -113,6 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure the daemon: hotkey → clipboard, idle memory and CPU (needs X)",
     )
     bench.add_argument("--idle-seconds", type=float, default=60.0)
+    bench.add_argument(
+        "--ocr",
+        type=Path,
+        metavar="DIR",
+        help="OCR speed (and accuracy, with NAME.txt beside NAME.png) on DIR",
+    )
+    bench.add_argument("--engine", default="rapidocr", choices=("rapidocr", "tesseract"))
+    bench.add_argument(
+        "--overlay",
+        action="store_true",
+        help="time from the hotkey to the region overlay on screen (needs X)",
+    )
     return parser
 
 
@@ -342,6 +354,17 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.ocr is not None:
+        from daemon.bench_ocr import run_ocr_bench
+
+        print(json.dumps(run_ocr_bench(args.ocr, args.engine, max(1, args.runs // 2)),
+                         ensure_ascii=False))  # fmt: skip
+        return 0
+    if args.overlay:
+        from daemon.desktop.capture import overlay_bench
+
+        print(json.dumps(overlay_bench(args.runs)))
+        return 0
     if args.daemon:
         from daemon.desktop.bench import run_daemon_bench
 

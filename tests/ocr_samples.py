@@ -14,6 +14,10 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from daemon.bench_ocr import cer
+
+__all__ = ["SAMPLES", "Sample", "cer", "font_path", "render", "write_set"]
+
 FONT_PATHS = (
     "/usr/share/fonts/opentype/ipafont-gothic/ipag.ttf",
     "/usr/share/fonts/truetype/fonts-japanese-gothic.ttf",
@@ -156,19 +160,6 @@ def render(sample: Sample) -> Image.Image:
         image.save(buffer, format="JPEG", quality=sample.jpeg)
         image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
     return image
-
-
-def cer(truth: str, got: str) -> float:
-    """Character error rate: edit distance / truth length, ignoring whitespace."""
-    a = "".join(truth.split())
-    b = "".join(got.split())
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, start=1):
-        current = [i]
-        for j, cb in enumerate(b, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1] / max(1, len(a))
 
 
 def write_set(folder: Path) -> None:

@@ -210,3 +210,16 @@ def test_ocr_translate_through_the_tiny_model(tmp_path):
     assert timings["ocr_s"] > 0 and timings["completion_tokens"] >= 1
     # The OCR text (about 25 characters) went into the prompt of the second step.
     assert timings["prompt_tokens"] > 25
+
+
+@needs_font
+def test_bench_ocr_prints_latency_texts_and_cer(tmp_path):
+    from ocr_samples import write_set
+
+    write_set(tmp_path / "set")
+    done = run_cli("bench", "--ocr", str(tmp_path / "set"), "--runs", "2", "--json")
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert 0 < figures["ocr_median_s"] <= figures["ocr_p90_s"]
+    assert set(figures["texts"]) == {f"{s.name}.png" for s in SAMPLES}
+    assert figures["cer_mean"] <= 0.05

@@ -1,0 +1,218 @@
+"""The frozen screen and rectangles on it: grab every monitor with mss, crop exact pixels.
+
+All coordinates here are *physical* pixels of the virtual desktop (the union of all
+monitors), because that is what the pixels of a screenshot are.  The overlay's window
+system may count in other units (points on a Retina Mac), so the overlay maps its own
+coordinates to image pixels through the ratio image size / window size
+(:func:`to_image`), never by assuming the two are equal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from functools import cache
+
+from PIL import Image
+
+from daemon.errors import UserInputError
+from daemon.platform import is_windows
+
+log = logging.getLogger(__name__)
+
+# How bright the frozen screen stays outside the selection (0..1).
+DIM = 0.45
+EMPTY_SELECTION = (
+    "The selection is empty: drag a rectangle at least one pixel wide and tall, "
+    "or press Esc to cancel."
+)
+
+
+@cache
+def ensure_dpi_awareness() -> None:
+    """Make Windows report physical pixels on every monitor (no-op elsewhere).
+
+    Without per-monitor DPI awareness Windows scales the coordinates of a 150 % monitor
+    and the overlay, the screenshot and the selection disagree.  It must run before the
+    first window or screenshot of the process, so grab_screen and RegionSelector call it
+    first; calling it again is free.
+    """
+    if not is_windows():
+        return
+    import ctypes
+
+    windll = ctypes.windll  # type: ignore[attr-defined]
+    # Per-monitor v2 (Windows 10 1703+) also scales dialogs right; then v1; then
+    # system-aware, which is still exact on a single monitor.
+    with contextlib.suppress(AttributeError, OSError):
+        if windll.user32.SetProcessDpiAwarenessContext(ctypes.c_void_p(-4)):
+            return
+    with contextlib.suppress(AttributeError, OSError):
+        if windll.shcore.SetProcessDpiAwareness(2) == 0:
+            return
+    with contextlib.suppress(AttributeError, OSError):
+        windll.user32.SetProcessDPIAware()
+
+
+@dataclass(frozen=True)
+class Rect:
+    """A monitor: left/top/width/height in physical pixels of the virtual desktop."""
+
+    left: int
+    top: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Screenshot:
+    """The whole virtual desktop, frozen.
+
+    ``image`` is RGB in physical pixels; its top-left pixel sits at (``left``, ``top``)
+    of the virtual desktop (negative on Windows when a monitor is left of the primary).
+    ``scale`` is image pixels per window-system unit: 1 on X11 and on DPI-aware Windows,
+    2 on a Retina Mac, where mss reports monitors in points but grabs pixels.
+    """
+
+    image: Image.Image
+    left: int
+    top: int
+    monitors: tuple[Rect, ...]
+    scale: float = 1.0
+
+    @property
+    def width(self) -> int:
+        return self.image.width
+
+    @property
+    def height(self) -> int:
+        return self.image.height
+
+    def window_geometry(self) -> tuple[int, int, int, int]:
+        """Where the overlay window goes, in window-system units: x, y, width, height."""
+        s = self.scale
+        return (
+            round(self.left / s),
+            round(self.top / s),
+            round(self.width / s),
+            round(self.height / s),
+        )
+
+
+@dataclass(frozen=True)
+class Region:
+    """A rectangle of the virtual desktop in physical pixels."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        if self.width <= 0 or self.height <= 0:
+            raise UserInputError(EMPTY_SELECTION)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"x": self.x, "y": self.y, "width": self.width, "height": self.height}
+
+    def crop(self, shot: Screenshot) -> Image.Image:
+        """Exactly this region's pixels of the frozen screen."""
+        left, top = self.x - shot.left, self.y - shot.top
+        if left < 0 or top < 0 or left + self.width > shot.width or top + self.height > shot.height:
+            raise UserInputError(
+                f"The region {self.width}×{self.height} at ({self.x}, {self.y}) is not on "
+                "the screen any more; select a new one."
+            )
+        return shot.image.crop((left, top, left + self.width, top + self.height))
+
+
+def to_image(value: float, ratio: float, limit: int) -> int:
+    """One overlay coordinate → the image pixel edge under it, clamped to the image.
+
+    ``ratio`` is image pixels per overlay unit (image width / window width): with it a
+    Retina overlay drawn in points still selects whole physical pixels.
+    """
+    return max(0, min(limit, round(value * ratio)))
+
+
+def selection_box(
+    press: tuple[float, float],
+    release: tuple[float, float],
+    ratio: tuple[float, float],
+    size: tuple[int, int],
+) -> tuple[int, int, int, int]:
+    """The image box (x0, y0, x1, y1; x1/y1 exclusive) between two overlay points.
+
+    The pixel under the press point is the first one in; the release point is the edge,
+    so a drag from 10 to 30 selects 20 pixels and a click selects none.
+    """
+    xs = sorted(to_image(v, ratio[0], size[0]) for v in (press[0], release[0]))
+    ys = sorted(to_image(v, ratio[1], size[1]) for v in (press[1], release[1]))
+    return xs[0], ys[0], xs[1], ys[1]
+
+
+def region_of(shot: Screenshot, box: tuple[int, int, int, int]) -> Region:
+    """An image box of ``shot`` as a virtual-desktop region (raises on an empty box)."""
+    x0, y0, x1, y1 = box
+    return Region(shot.left + x0, shot.top + y0, x1 - x0, y1 - y0)
+
+
+def dimmed(image: Image.Image, factor: float = DIM) -> Image.Image:
+    """The frozen screen darkened for the overlay (a lookup table: a few ms for 4K)."""
+    table = [int(v * factor) for v in range(256)]
+    return image.point(table * len(image.getbands()))
+
+
+def _open_mss() -> object:
+    import mss
+
+    ensure_dpi_awareness()
+    try:
+        return mss.MSS()
+    except mss.ScreenShotError as err:
+        raise UserInputError(
+            f"The screen cannot be captured here ({err}); run yomitori inside your desktop "
+            "session (on Linux an X11 or XWayland display)."
+        ) from None
+
+
+def warm_up() -> None:
+    """Load mss's native libraries once (about 20 ms) so the first grab after a hotkey is fast."""
+    with contextlib.suppress(UserInputError):
+        _open_mss().close()  # type: ignore[attr-defined]
+
+
+def grab_screen() -> Screenshot:
+    """Freeze every monitor at once: mss monitor 0 is the bounding box of all of them."""
+    import mss
+
+    with _open_mss() as sct:  # type: ignore[attr-defined]
+        try:
+            monitors = sct.monitors
+            union = monitors[0]
+            raw = sct.grab(union)
+        except mss.ScreenShotError as err:
+            raise UserInputError(f"The screen could not be captured ({err}).") from None
+    image = Image.frombytes("RGB", raw.size, raw.bgra, "raw", "BGRX")
+    # mss gives monitor rectangles in window-system units and the image in pixels;
+    # on a Retina Mac the two differ by the backing scale factor.
+    scale = image.width / union["width"] if union["width"] else 1.0
+
+    def physical(mon: dict[str, int]) -> Rect:
+        return Rect(
+            round(mon["left"] * scale),
+            round(mon["top"] * scale),
+            round(mon["width"] * scale),
+            round(mon["height"] * scale),
+        )
+
+    whole = physical(union)
+    log.debug("grabbed %dx%d at (%d, %d), scale %.2f", *image.size, whole.left, whole.top, scale)
+    return Screenshot(
+        image=image,
+        left=whole.left,
+        top=whole.top,
+        monitors=tuple(physical(m) for m in monitors[1:]),
+        scale=scale,
+    )
