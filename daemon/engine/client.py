@@ -160,7 +160,7 @@ class WorkerEngine:
                 prompt_tokens=timings.get("prompt_tokens", 0),
                 reused_tokens=timings.get("reused_tokens", 0),
                 completion_tokens=timings.get("completion_tokens", 0),
-                extra={"prompt_eval_s": timings.get("prompt_eval_s")},
+                extra={k: timings[k] for k in ("prompt_eval_s", "image_encode_s") if k in timings},
             )
             self.last = result
             return result

@@ -53,6 +53,17 @@ _OPTION_NAMES = {
 STREAM_INTERVAL_S = 0.04
 
 
+# chat_format values (models.toml) that pick a family's own vision handler.
+VISION_HANDLERS = {
+    "qwen2.5-vl": "Qwen25VLChatHandler",
+    "llava-1-5": "Llava15ChatHandler",
+    "llava-1-6": "Llava16ChatHandler",
+    "minicpm-v-2.6": "MiniCPMv26ChatHandler",
+    "moondream2": "MoondreamChatHandler",
+    "nanollava": "NanoLlavaChatHandler",
+}
+
+
 class RequestCancelled(Exception):
     """Raised inside llama-cpp-python's generate loop to stop it."""
 
@@ -181,10 +192,15 @@ class Worker:
             flash_attn = gpu and n_gpu_layers != 0
         threads = spec.get("threads") or default_threads()
         chat_handler = None
+        chat_format = spec.get("chat_format")
         if spec.get("mmproj"):
-            from llama_cpp.llama_chat_format import MTMDChatHandler
+            from llama_cpp import llama_chat_format as formats
 
-            chat_handler = MTMDChatHandler(clip_model_path=spec["mmproj"], verbose=False)
+            # MTMD reads the chat template from the GGUF (Qwen-VL, Gemma 3, …); older
+            # families need their own handler, named by chat_format in models.toml.
+            handler = getattr(formats, VISION_HANDLERS.get(chat_format or "", "MTMDChatHandler"))
+            chat_handler = handler(clip_model_path=spec["mmproj"], verbose=False)
+            chat_format = None
         llm = _make_llama(
             model_path=spec["path"],
             n_ctx=spec.get("n_ctx") or 4096,
@@ -193,7 +209,7 @@ class Worker:
             n_threads=threads,
             n_threads_batch=threads,
             chat_handler=chat_handler,
-            chat_format=spec.get("chat_format"),
+            chat_format=chat_format,
             verbose=False,
         )
         self.llm = llm
@@ -261,6 +277,10 @@ class Worker:
                 self.send({"ev": "chunk", "id": request_id, "text": "".join(pending)})
         if request_id in self.cancelled:
             finish = "cancelled"
+        has_image = any(isinstance(m.get("content"), list) for m in messages)
+        image_encode_s = counts.pop("pre_eval_s", 0.0)
+        if has_image:
+            counts["image_encode_s"] = image_encode_s
         self.cancelled.discard(request_id)
         self.last_done = max(self.last_done, request_id)
         self.send(
@@ -295,6 +315,8 @@ def _make_llama(**kwargs: Any) -> Any:
             self._counts = {"prompt_tokens": 0, "reused_tokens": 0, "completion_tokens": 0}
             self._prompt_done = False
             self._prompt_eval_s = 0.0
+            self._pre_eval_s = 0.0
+            self._started = time.perf_counter()
             self._abort = llama_cpp.ggml_abort_callback(lambda _data: bool(is_cancelled()))
 
         def end_request(self) -> dict[str, Any]:
@@ -302,6 +324,9 @@ def _make_llama(**kwargs: Any) -> Any:
             if self._prompt_done:
                 counts["completion_tokens"] += 1  # the last token is sampled, never evaluated
             counts["prompt_eval_s"] = round(self._prompt_eval_s, 4)
+            # With a vision handler, images are encoded (and their tokens decoded)
+            # before llama-cpp-python evaluates the text: that time is the image's.
+            counts["pre_eval_s"] = round(self._pre_eval_s, 4)
             self._is_cancelled = lambda: False
             return counts
 
@@ -314,6 +339,7 @@ def _make_llama(**kwargs: Any) -> Any:
                 return
             reused = self.n_tokens
             started = time.perf_counter()
+            self._pre_eval_s = started - self._started
             llama_cpp.llama_set_abort_callback(self._ctx.ctx, self._abort, None)
             try:
                 super().eval(tokens)

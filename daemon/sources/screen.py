@@ -13,6 +13,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 from PIL import Image
 
@@ -164,7 +165,7 @@ def dimmed(image: Image.Image, factor: float = DIM) -> Image.Image:
     return image.point(table * len(image.getbands()))
 
 
-def _open_mss() -> object:
+def _open_mss() -> Any:
     import mss
 
     ensure_dpi_awareness()
@@ -180,14 +181,14 @@ def _open_mss() -> object:
 def warm_up() -> None:
     """Load mss's native libraries once (about 20 ms) so the first grab after a hotkey is fast."""
     with contextlib.suppress(UserInputError):
-        _open_mss().close()  # type: ignore[attr-defined]
+        _open_mss().close()
 
 
 def grab_screen() -> Screenshot:
     """Freeze every monitor at once: mss monitor 0 is the bounding box of all of them."""
     import mss
 
-    with _open_mss() as sct:  # type: ignore[attr-defined]
+    with _open_mss() as sct:
         try:
             monitors = sct.monitors
             union = monitors[0]
