@@ -85,18 +85,21 @@ def test_shipped_text_bindings_use_clipboard():
     assert bindings["translate_en"].vars == {}
 
 
-def test_shipped_image_bindings_use_a_region():
-    bindings = by_action(load_config([SHIPPED]))
-    for action in ("ocr", "caption"):
-        assert bindings[action].source == "region"
-        assert bindings[action].output == ("clipboard", "notify")
+def test_shipped_image_bindings_use_a_region_or_a_copied_image():
+    config = load_config([SHIPPED])
+    pairs = {(b.action, b.source) for b in config.bindings}
+    for action in ("ocr", "caption", "ocr_translate"):
+        assert (action, "region") in pairs
+    assert ("caption", "clipboard_image") in pairs
+    for binding in config.bindings:
+        assert binding.output == ("clipboard", "notify")
 
 
 def test_shipped_bindings_are_canonical_distinct_and_located():
     config = load_config([SHIPPED])
     lines = SHIPPED.read_text(encoding="utf-8").splitlines()
     hotkeys = [b.hotkey for b in config.bindings]
-    assert len(set(hotkeys)) == len(hotkeys) == 4
+    assert len(set(hotkeys)) == len(hotkeys) == 6
     assert config.settings.cancel_hotkey not in hotkeys
     for binding in config.bindings:
         assert format_chord(parse_chord(binding.hotkey)) == binding.hotkey
