@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--json", action="store_true")
     history.add_argument("--clear", action="store_true", help="delete the whole history")
 
+    capture = sub.add_parser("capture", help="select a screen region; print it as JSON")
+    capture.add_argument("--out", type=Path, help="save the selected pixels as this PNG")
+
     sub.add_parser("templates", help="list prompt templates and where each comes from")
     sub.add_parser("models", help="list configured models")
     sub.add_parser("paths", help="show the config, data, cache and log folders")
@@ -353,6 +356,12 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_capture(args: argparse.Namespace) -> int:
+    from daemon.desktop.capture import run_capture
+
+    return run_capture(args.out)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.ocr is not None:
         from daemon.bench_ocr import run_ocr_bench
@@ -396,6 +405,7 @@ COMMANDS: dict[str, Any] = {
     "cancel": cmd_simple,
     "free": cmd_simple,
     "quit": cmd_simple,
+    "capture": cmd_capture,
 }
 
 

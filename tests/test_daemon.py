@@ -56,6 +56,12 @@ output = ["clipboard"]
 vars = {{ max_tokens = "6", temperature = "0" }}
 
 [[binding]]
+hotkey = "<ctrl>+<alt>+o"
+action = "ocr"
+source = "region"
+output = ["clipboard"]
+
+[[binding]]
 hotkey = "<ctrl>+<alt>+l"
 action = "variations"
 output = ["clipboard", "notify"]
@@ -368,3 +374,56 @@ def test_bench_daemon_prints_its_figures(desk):
     assert figures["hotkey_to_clipboard_s"] > 0 and figures["do_warm_s"] > 0
     assert 0 < figures["idle_rss_mb"] < 1000
     assert figures["idle_cpu_percent"] >= 0
+
+
+TK_PICTURE = textwrap.dedent("""
+    import sys, tkinter as tk
+    root = tk.Tk(); root.overrideredirect(True); root.geometry("+100+120")
+    photo = tk.PhotoImage(file=sys.argv[1])
+    tk.Label(root, image=photo, borderwidth=0, highlightthickness=0).pack()
+    root.after(300, lambda: open(sys.argv[2], "w").close())
+    root.mainloop()
+""")
+
+
+def test_region_hotkey_reads_the_text_under_the_dragged_box(desk, daemon, tmp_path):
+    from ocr_samples import SAMPLES, cer, font_path, render
+
+    if font_path() is None:
+        pytest.skip("needs a Japanese font (fonts-ipafont-gothic)")
+    sample = next(s for s in SAMPLES if s.name == "ja_light_20")
+    picture = tmp_path / "text.png"
+    image = render(sample)
+    image.save(picture)
+    ready = tmp_path / "ready"
+    window = subprocess.Popen([sys.executable, "-c", TK_PICTURE, str(picture), str(ready)],
+                              env=desk.full_env())  # fmt: skip
+    try:
+        assert wait_for(ready.exists, 15)
+        desk.set_clipboard("before")
+        desk.key("ctrl+alt+o")
+        time.sleep(1.0)  # the overlay freezes the screen and shows itself
+        x0, y0 = 100, 120
+        desk.run("xdotool", "mousemove", str(x0), str(y0), "mousedown", "1",
+                 "mousemove", str(x0 + image.width // 2), str(y0 + image.height // 2),
+                 "mousemove", str(x0 + image.width - 1), str(y0 + image.height - 1),
+                 "mouseup", "1")  # fmt: skip
+        text = wait_for(lambda: desk.clipboard() if desk.clipboard() != "before" else "", 60)
+        assert text, daemon.log()
+        assert cer(sample.truth, text) <= 0.05, text
+        history = wait_for(daemon.history, 10)
+        assert history[0]["action"] == "ocr" and history[0]["source"] == "region"
+    finally:
+        window.terminate()
+
+
+def test_region_cancelled_with_escape_does_nothing(desk, daemon):
+    desk.set_clipboard("untouched")
+    desk.notifications()
+    desk.key("ctrl+alt+o")
+    time.sleep(1.0)
+    desk.key("Escape")
+    time.sleep(1.0)
+    assert desk.clipboard() == "untouched"
+    assert not [n for n in desk.notifications() if "failed" in n["summary"]]
+    assert daemon.status()["state"] in ("idle", "busy")

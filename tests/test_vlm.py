@@ -86,3 +86,29 @@ def test_tags_style(vlm_config, tmp_path):
     assert done.returncode == 0, done.stderr
     text = json.loads(done.stdout.splitlines()[-1])["text"].lower()
     assert "blue" in text and "," in text
+
+
+def test_caption_reports_image_encode_time(vlm_config, tmp_path):
+    image = tmp_path / "big.png"
+    image.write_bytes(solid_png(3000, 2000, (30, 160, 60)))  # downscaled to max_image_side first
+    done = run_cli("do", "caption", "--model", vlm_config, "--image", str(image), "--json",
+                   timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    timings = json.loads(done.stdout.splitlines()[-1])["timings"]
+    assert timings["image_encode_s"] > 0
+    assert timings["image_side"] <= 1024
+
+
+def test_ocr_through_the_vision_model(vlm_config, tmp_path):
+    from ocr_samples import SAMPLES, font_path, render
+
+    if font_path() is None:
+        pytest.skip("needs a Japanese font (fonts-ipafont-gothic)")
+    sample = next(s for s in SAMPLES if s.name == "en_light_16")
+    path = tmp_path / "text.png"
+    render(sample).save(path)
+    done = run_cli("do", "ocr", "--engine", "vlm", "--model", vlm_config, "--image", str(path),
+                   "--json", timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    text = json.loads(done.stdout.splitlines()[-1])["text"].lower()
+    assert "lighthouse" in text

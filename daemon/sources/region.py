@@ -1,0 +1,327 @@
+"""The screen-region source: a frozen, dimmed screenshot over the whole desktop; drag a box.
+
+One long-lived Tk root lives on its own thread, created withdrawn at start-up together with
+the overlay window, so a hotkey pays for a screenshot and one image upload, not for Tk's
+start-up (NormCap and ShareX take 1–3 s here).  Every Tk call happens on that thread;
+other threads only schedule work with ``after`` (tkinter hands such calls to the Tk thread,
+which needs a threaded Tcl, as every python.org and distribution build has).
+
+macOS: Cocoa wants Tk on the main thread, so there this class needs a main-thread host
+(future work); its coordinate handling already copes with Retina points via the ratio
+image size / window size.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import gc
+import logging
+import threading
+import time
+import tkinter as tk
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image, ImageTk
+
+from daemon.errors import UserInputError, YomitoriError
+from daemon.sources.overlay import Overlay
+from daemon.sources.screen import (
+    Rect,
+    Region,
+    Screenshot,
+    dimmed,
+    ensure_dpi_awareness,
+    grab_screen,
+    preload,
+    region_of,
+    selection_box,
+    warm_up,
+)
+
+__all__ = [
+    "Rect",
+    "Region",
+    "RegionSelector",
+    "Screenshot",
+    "ensure_dpi_awareness",
+    "grab_screen",
+    "warm_up",
+]
+
+log = logging.getLogger(__name__)
+
+# If the window manager holds a grab (it may, right after a hotkey), retry this long.
+GRAB_RETRIES, GRAB_RETRY_MS = 50, 20
+# If no Expose arrives (some compositors), call the overlay shown after this long anyway.
+SHOWN_FALLBACK_MS = 300
+
+
+@dataclass(eq=False)
+class _Request:
+    shot: Screenshot
+    dim: Image.Image  # what the overlay shows, already scaled to window units
+    on_shown: Callable[[], None] | None
+    requested_at: float
+    done: threading.Event = field(default_factory=threading.Event)
+    region: Region | None = None
+    error: BaseException | None = None
+    mapped_at: float | None = None
+    shown_at: float | None = None
+    ratio: tuple[float, float] = (1.0, 1.0)
+    origin: tuple[int, int] = (0, 0)
+    press: tuple[float, float] | None = None
+    photos: dict[str, Any] = field(default_factory=dict)  # Tk images: touched on the Tk thread only
+
+
+class RegionSelector:
+    """Shows the selection overlay on request; reuse one instance for the process's life."""
+
+    def __init__(self) -> None:
+        ensure_dpi_awareness()
+        self.last_region: Region | None = None
+        self.last_timing: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._calls = threading.Condition()
+        self._in_flight = 0
+        self._closed = False
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._request: _Request | None = None
+        self._thread = threading.Thread(target=self._run, name="yomitori-overlay", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            raise self._start_error
+        # Tk must be let go on its own thread before the interpreter tears down.
+        atexit.register(self.close)
+
+    # ---- any thread -------------------------------------------------------------------
+
+    def select(
+        self,
+        shot: Screenshot,
+        timeout: float | None = None,
+        on_shown: Callable[[], None] | None = None,
+        requested_at: float | None = None,
+    ) -> Region | None:
+        """Let the user drag a box over ``shot``; None when cancelled (Esc, right-click,
+        ``timeout`` seconds).  ``on_shown`` runs on the Tk thread once the overlay is
+        drawn; ``requested_at`` (perf_counter) is where ``last_timing`` counts from."""
+        dim = dimmed(shot.image)
+        size = shot.window_geometry()[2:]
+        if dim.size != size:  # Retina: Tk draws one image pixel per point
+            dim = dim.resize(size, Image.Resampling.BILINEAR)
+        start = time.perf_counter() if requested_at is None else requested_at
+        request = _Request(shot, dim, on_shown, start)
+        with self._lock:
+            self._call(self._show, request)
+            if not request.done.wait(timeout):
+                self.cancel()
+                request.done.wait(5)
+        self.last_timing = {
+            "requested_at": request.requested_at,
+            "mapped_ms": _ms(request.requested_at, request.mapped_at),
+            "shown_ms": _ms(request.requested_at, request.shown_at),
+        }
+        if request.error is not None:
+            raise request.error
+        if request.region is not None:
+            self.last_region = request.region
+        return request.region
+
+    def cancel(self) -> None:
+        """Close the overlay as if Esc was pressed (safe from any thread)."""
+        self._call(self._finish)
+
+    def close(self) -> None:
+        """End the Tk thread; the selector cannot be used afterwards."""
+        atexit.unregister(self.close)
+        with contextlib.suppress(YomitoriError):
+            self._call(self._quit)
+        self._thread.join(15)
+
+    def _call(self, func: Callable[..., Any], *args: Any) -> None:
+        # Counted, so the Tk thread frees Tk only once no other thread is inside a Tk call
+        # (whoever drops the last reference frees the interpreter, see _run).
+        with self._calls:
+            if self._closed:
+                raise YomitoriError("The screen overlay has stopped; restart yomitori.")
+            self._in_flight += 1
+        try:
+            self._root.after(0, func, *args)
+        except (RuntimeError, tk.TclError) as err:
+            raise YomitoriError(f"The screen overlay did not respond ({err}).") from None
+        finally:
+            with self._calls:
+                self._in_flight -= 1
+                self._calls.notify_all()
+
+    # ---- the Tk thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._root = tk.Tk(className="yomitori")
+            self._root.withdraw()
+            self._root.report_callback_exception = self._callback_error
+            self._ui = Overlay(
+                self._root,
+                {
+                    "<Map>": self._on_map,
+                    "<Expose>": self._on_expose,
+                    "<ButtonPress-1>": self._on_press,
+                    "<B1-Motion>": self._on_motion,
+                    "<ButtonRelease-1>": self._on_release,
+                    "<ButtonPress-3>": lambda _e: self._finish(),
+                    "<Escape>": lambda _e: self._finish(),
+                },
+            )
+            preload()
+        except tk.TclError as err:
+            self._start_error = UserInputError(
+                f"The screen overlay needs a graphical desktop and none was found ({err})."
+            )
+        except BaseException as err:
+            log.error("the screen overlay could not start", exc_info=True)
+            err.__traceback__ = None
+            self._start_error = err
+        try:
+            if self._start_error is None:
+                self._ready.set()
+                self._root.mainloop()
+                self._root.destroy()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        # Tk objects must die on the thread that made them, cycles included: freed on
+        # another thread they abort Tcl ("async handler deleted by the wrong thread").
+        # A call still on its way gives up within a second once the loop has ended.
+        with self._calls:
+            self._closed = True
+            self._calls.wait_for(lambda: self._in_flight == 0, timeout=10)
+        self.__dict__.pop("_ui", None)
+        self.__dict__.pop("_root", None)
+        gc.collect()
+        self._ready.set()
+
+    def _show(self, request: _Request) -> None:
+        self._finish()
+        self._request = request
+        geometry = request.shot.window_geometry()
+        request.ratio = (request.shot.width / geometry[2], request.shot.height / geometry[3])
+        request.photos["dim"] = ImageTk.PhotoImage(request.dim, master=self._root)
+        self._ui.show(request.photos["dim"], geometry)
+
+    def _on_map(self, event: tk.Event) -> None:
+        request = self._request
+        if event.widget is not self._ui.top or request is None or request.mapped_at is not None:
+            return
+        request.mapped_at = time.perf_counter()
+        width, height = self._ui.size()
+        if width > 1 and height > 1:  # the real window, should a window manager resize it
+            request.ratio = (request.shot.width / width, request.shot.height / height)
+        self._root.after(SHOWN_FALLBACK_MS, self._shown, request)
+
+    def _on_expose(self, _event: tk.Event) -> None:
+        request = self._request
+        if request is not None and request.mapped_at is not None and request.shown_at is None:
+            # Idle callbacks run in order, so this one follows the canvas's own redraw.
+            self._root.after_idle(self._shown, request)
+
+    def _shown(self, request: _Request) -> None:
+        if request is not self._request or request.shown_at is not None:
+            return
+        self._ui.sync()  # the X server has drawn what Tk sent
+        request.shown_at = time.perf_counter()
+        request.origin = self._ui.origin()
+        self._grab(request, 0)
+        if request.on_shown is not None:
+            request.on_shown()
+        if request is self._request:
+            self._root.after_idle(self._bright, request)
+
+    def _grab(self, request: _Request, tries: int) -> None:
+        """Take pointer and keyboard, so Esc arrives even with no window manager to focus us."""
+        if request is not self._request:
+            return
+        try:
+            self._ui.grab()
+        except tk.TclError as err:
+            if tries < GRAB_RETRIES:
+                self._root.after(GRAB_RETRY_MS, self._grab, request, tries + 1)
+            else:
+                log.warning("the overlay could not grab the keyboard (%s)", err)
+
+    def _bright(self, request: _Request) -> None:
+        """The undimmed screenshot for the selection, made after the overlay is up."""
+        if request is self._request and "bright" not in request.photos:
+            image = request.shot.image
+            if image.size != request.dim.size:
+                image = image.resize(request.dim.size, Image.Resampling.BILINEAR)
+            request.photos["bright"] = ImageTk.PhotoImage(image, master=self._root)
+            self._ui.set_bright(request.photos["bright"])
+
+    def _point(self, event: tk.Event, request: _Request) -> tuple[float, float]:
+        # Root coordinates: the same for the canvas, the lens and the label under the pointer.
+        return (event.x_root - request.origin[0], event.y_root - request.origin[1])
+
+    def _box(self, request: _Request, point: tuple[float, float]) -> tuple[int, int, int, int]:
+        assert request.press is not None
+        return selection_box(request.press, point, request.ratio, request.shot.image.size)
+
+    def _on_press(self, event: tk.Event) -> None:
+        request = self._request
+        if request is not None and request.shown_at is not None:
+            request.press = self._point(event, request)
+            self._draw(request, self._box(request, request.press))
+
+    def _on_motion(self, event: tk.Event) -> None:
+        request = self._request
+        if request is not None and request.press is not None:
+            self._draw(request, self._box(request, self._point(event, request)))
+
+    def _on_release(self, event: tk.Event) -> None:
+        request = self._request
+        if request is None or request.press is None:
+            return  # a button held down from before the overlay appeared
+        box = self._box(request, self._point(event, request))
+        try:
+            region = region_of(request.shot, box)
+        except UserInputError as err:
+            self._finish(error=err)
+        else:
+            self._finish(region=region)
+
+    def _draw(self, request: _Request, box: tuple[int, int, int, int]) -> None:
+        """Image pixels → window units through the ratio, so HiDPI stays exact."""
+        self._bright(request)
+        rx, ry = request.ratio
+        window_box = (round(box[0] / rx), round(box[1] / ry), round(box[2] / rx),
+                      round(box[3] / ry))  # fmt: skip
+        self._ui.draw(window_box, f"{box[2] - box[0]} × {box[3] - box[1]}")
+
+    def _finish(self, region: Region | None = None, error: BaseException | None = None) -> None:
+        request, self._request = self._request, None
+        if request is None:
+            return
+        self._ui.hide()
+        request.photos.clear()  # frees the Tk images here, on their own thread
+        if error is not None:
+            error.__traceback__ = None  # its frames hold Tk objects (see _run)
+        request.region, request.error = region, error
+        request.done.set()
+
+    def _quit(self) -> None:
+        self._finish()
+        self._root.quit()
+
+    def _callback_error(self, exc: type[BaseException], value: BaseException, tb: Any) -> None:
+        log.error("screen overlay failed", exc_info=(exc, value, tb))
+        self._finish(error=value)
+
+
+def _ms(start: float, end: float | None) -> float:
+    return round((end - start) * 1000, 1) if end is not None else -1.0
