@@ -88,5 +88,10 @@ def env_model() -> str | None:
     return os.environ.get("YOMITORI_MODEL") or None
 
 
+def is_x11() -> bool:
+    """An X display this process can use (Linux/BSD, including XWayland)."""
+    return sys.platform not in ("win32", "darwin") and bool(os.environ.get("DISPLAY"))
+
+
 def is_windows() -> bool:
     return sys.platform == "win32"

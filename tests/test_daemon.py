@@ -310,7 +310,7 @@ def test_a_hundred_presses_in_a_second(desk, daemon):
 
 
 def test_worker_killed_mid_action_notifies_and_recovers(desk, daemon):
-    desk.notifications()  # start from an empty history
+    desk.clear_notifications()
     desk.set_clipboard("a very long story about the sea")
     desk.key("ctrl+alt+l")
     assert wait_for(lambda: daemon.status().get("state") == "busy", 30)
@@ -419,7 +419,7 @@ def test_region_hotkey_reads_the_text_under_the_dragged_box(desk, daemon, tmp_pa
 
 def test_region_cancelled_with_escape_does_nothing(desk, daemon):
     desk.set_clipboard("untouched")
-    desk.notifications()
+    desk.clear_notifications()
     desk.key("ctrl+alt+o")
     time.sleep(1.0)
     desk.key("Escape")

@@ -35,6 +35,7 @@ def wait_for(check: Callable[[], Any], timeout: float, interval: float = 0.05) -
 class Desktop:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
+        self._after_id = 0
         self.env: dict[str, str] = {}
 
     def start(self) -> None:
@@ -120,12 +121,32 @@ class Desktop:
 
     def notifications(self) -> list[dict[str, str]]:
         """Every notification dunst has received (shown ones are closed into its history)."""
-        self.run("dunstctl", "close-all")
-        time.sleep(0.1)
+        self._close_all()
+        return [n for n in self._history() if n["id"] > self._after_id]
+
+    def _history(self) -> list[dict[str, Any]]:
         data = json.loads(self.run("dunstctl", "history").stdout or '{"data": [[]]}')
         return [
-            {"summary": n["summary"]["data"], "body": n["body"]["data"]} for n in data["data"][0]
+            {"id": n["id"]["data"], "summary": n["summary"]["data"], "body": n["body"]["data"]}
+            for n in data["data"][0]
         ]
+
+    def _close_all(self) -> None:
+        """Close shown notifications until none waits either: dunst shows a few at a
+        time and queues the rest, which reach its history only once shown."""
+        for _ in range(100):
+            self.run("dunstctl", "close-all")
+            counts = [self.run("dunstctl", "count", kind).stdout.strip()
+                      for kind in ("displayed", "waiting")]  # fmt: skip
+            if counts == ["0", "0"]:
+                return
+            time.sleep(0.02)
+
+    def clear_notifications(self) -> None:
+        """From now on, notifications() lists only what arrives later (this dunst has
+        no history-clear)."""
+        self._close_all()
+        self._after_id = max((n["id"] for n in self._history()), default=0)
 
     def stop(self) -> None:
         for proc in reversed(self.procs):

@@ -76,6 +76,10 @@ class DesktopBridge:
                 break
             time.sleep(0.02)
         clipboard.write_text(saved)
+        if text == marker and platform.is_x11():
+            # The app ignored Ctrl+C (a terminal, say): X11 still has the selected
+            # text as the PRIMARY selection.
+            text = clipboard.read_primary()
         return "" if text == marker else text
 
     def paste(self, text: str, chord: str | None, keep: bool) -> None:

@@ -66,3 +66,17 @@ def read_image() -> bytes | None:
     buffer = io.BytesIO()
     grabbed.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def read_primary() -> str:
+    """X11's PRIMARY selection: the text currently selected, no copy needed."""
+    import shutil
+    import subprocess
+
+    for command in (["xclip", "-selection", "primary", "-o"], ["xsel", "--primary", "--output"]):
+        if shutil.which(command[0]) is None:
+            continue
+        done = subprocess.run(command, capture_output=True, timeout=2, check=False)
+        if done.returncode == 0:
+            return done.stdout.decode("utf-8", errors="replace")
+    return ""
