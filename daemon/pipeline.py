@@ -17,7 +17,7 @@ from daemon.engine import Engine
 from daemon.errors import UserInputError
 from daemon.images import open_image, prepare_for_model
 from daemon.models import ModelSpec
-from daemon.prompts import OPTION_TYPES, Template, TemplateSet, coerce_option, render
+from daemon.prompts import Template, TemplateSet, render, split_pairs
 
 OCR = "ocr"
 BUILTIN_ACTIONS = (OCR,)
@@ -65,21 +65,7 @@ def split_values(
     name: str, templates: TemplateSet, pairs: Mapping[str, str]
 ) -> tuple[dict[str, str], dict[str, Any]]:
     """``--set`` pairs → (variables for the steps, sampling options)."""
-    known = variables_of(name, templates)
-    values: dict[str, str] = {}
-    options: dict[str, Any] = {}
-    for key, value in pairs.items():
-        if key in known:
-            values[key] = str(value)
-        elif key in OPTION_TYPES:
-            raw: Any = value.split("|") if key == "stop" and isinstance(value, str) else value
-            options[key] = coerce_option(key, raw, "--set")
-        else:
-            listed = ", ".join(sorted(known)) or "none"
-            raise UserInputError(
-                f"Unknown key '{key}' for '{name}' (variables: {listed}; "
-                f"options: {', '.join(OPTION_TYPES)})."
-            )
+    values, options = split_pairs(name, sorted(variables_of(name, templates)), pairs)
     engine = values.get("engine")
     if engine is not None and engine not in OCR_ENGINES:
         raise UserInputError(f"engine must be one of {', '.join(OCR_ENGINES)}, not '{engine}'.")

@@ -259,25 +259,32 @@ def load_templates(folders: Iterable[Path]) -> TemplateSet:
     return result
 
 
-def split_overrides(
-    template: Template, pairs: Mapping[str, str]
+def split_pairs(
+    name: str, variables: Iterable[str], pairs: Mapping[str, str]
 ) -> tuple[dict[str, str], dict[str, Any]]:
-    """Sort ``--set`` pairs into variables and sampling options."""
+    """Sort ``--set`` pairs for action ``name`` into its variables and sampling options."""
+    known = list(variables)
     values: dict[str, str] = {}
     options: dict[str, Any] = {}
     for key, value in pairs.items():
-        if key in template.variables:
-            values[key] = value
+        if key in known:
+            values[key] = str(value)
         elif key in OPTION_TYPES:
-            raw: Any = value.split("|") if key == "stop" else value
+            raw: Any = value.split("|") if key == "stop" and isinstance(value, str) else value
             options[key] = coerce_option(key, raw, "--set")
         else:
-            variables = ", ".join(template.variables) or "none"
             raise UserInputError(
-                f"Unknown key '{key}' for '{template.name}' (variables: {variables}; "
+                f"Unknown key '{key}' for '{name}' (variables: {', '.join(known) or 'none'}; "
                 f"options: {', '.join(OPTION_TYPES)})."
             )
     return values, options
+
+
+def split_overrides(
+    template: Template, pairs: Mapping[str, str]
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """Sort ``--set`` pairs into the template's variables and sampling options."""
+    return split_pairs(template.name, template.variables, pairs)
 
 
 def image_data_url(image: bytes) -> str:
