@@ -102,8 +102,13 @@ class DesktopBridge:
     def selector(self) -> Any:
         """The overlay, created once: its Tk root stays warm between selections."""
         if self._selector is None:
-            from daemon.sources.region import RegionSelector
-
+            try:
+                from daemon.sources.region import RegionSelector
+            except ImportError as err:  # a Python without Tk, or mss missing
+                raise UserInputError(
+                    f"Screen regions need {err.name or 'tkinter'}: install python3-tk "
+                    "(Debian/Ubuntu) or use a Python with Tk, then restart yomitori."
+                ) from None
             self._selector = RegionSelector()
         return self._selector
 
