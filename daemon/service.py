@@ -190,9 +190,22 @@ class Service:
         self.engine.cancel()
 
     def free_vram(self) -> None:
-        """Unload now; the next action loads the model again."""
+        """Unload now (the model and the OCR process); the next action loads again."""
         self.engine.unload()
+        self._release_ocr()
         self._changed()
+
+    def _resident(self) -> bool:
+        """Anything holding model memory: the worker, or a running OCR process."""
+        return self.engine.loaded or any(
+            getattr(reader, "running", False) for reader in self.ocr.values()
+        )
+
+    def _release_ocr(self) -> None:
+        for reader in self.ocr.values():
+            release = getattr(reader, "release", None)
+            if release is not None:
+                release()
 
     def switch_model(self, name: str) -> None:
         """Load ``name``; it becomes the current model only if it loads."""
@@ -203,6 +216,7 @@ class Service:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.engine.unload()
+        self._release_ocr()
 
     def status(self) -> dict[str, Any]:
         stats = self.engine.stats()
@@ -248,19 +262,21 @@ class Service:
                 self._last_used = time.monotonic()
                 if self.settings.keep_alive_s == 0 and self._queue.empty():
                     self.engine.unload()
+                    self._release_ocr()
                 self._set_state("error" if self.last_error else "idle")
 
     def _idle_timeout(self) -> float | None:
         keep = self.settings.keep_alive_s
-        if keep <= 0 or not self.engine.loaded:
+        if keep <= 0 or not self._resident():
             return None if keep != 0 else 1.0
         return max(0.05, self._last_used + keep - time.monotonic())
 
     def _expire(self) -> None:
         keep = self.settings.keep_alive_s
-        if keep >= 0 and self.engine.loaded and time.monotonic() - self._last_used >= keep:
+        if keep >= 0 and self._resident() and time.monotonic() - self._last_used >= keep:
             log.info("idle for %.0fs: unloading the model to free memory", keep)
             self.engine.unload()
+            self._release_ocr()
             self._changed()
 
     def _control(self, item: _Control) -> None:

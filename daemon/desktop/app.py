@@ -135,12 +135,13 @@ class Daemon:
         self.use_tray = use_tray
         self.hotkeys = Hotkeys()
         self.notifications = notify_mod.NotificationQueue(None)
-        from daemon.engine.ocr import RapidOcr, Tesseract
+        from daemon.engine.ocr_worker import OcrProcess, RemoteOcr
 
-        rapid = RapidOcr()
+        ocr = OcrProcess()
         self.service = Service(DesktopBridge(self.notifications), WorkerEngine,
                                history=None, config_loader=self._load_config,
-                               ocr={"rapidocr": rapid, "tesseract": Tesseract()})  # fmt: skip
+                               ocr={name: RemoteOcr(ocr, name)
+                                    for name in ("rapidocr", "tesseract")})  # fmt: skip
         self.server = ipc.make_server(self.handle)
 
     def _load_config(self) -> Config:

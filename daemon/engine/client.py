@@ -227,7 +227,7 @@ class WorkerEngine:
             return 0.0
         self._stop()
         started = time.perf_counter()
-        self._proc, self._channel = _spawn_worker(self._log_path)
+        self._proc, self._channel = spawn_worker(self._log_path)
         self._spec = spec
         request_id = next(self._ids)
         self._send({"op": "load", "id": request_id, "spec": spec.wire()})
@@ -348,13 +348,15 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
-def _spawn_worker(log_path: Path) -> tuple[subprocess.Popen[bytes], Channel]:
-    """Start ``python -m daemon.engine.worker`` with its pipes as the channel."""
+def spawn_worker(
+    log_path: Path, module: str = "daemon.engine.worker"
+) -> tuple[subprocess.Popen[bytes], Channel]:
+    """Start ``python -m MODULE`` with its pipes as the channel."""
     windows = platform.is_windows()
     # No console window flashing up on Windows.
     flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if windows else 0
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daemon.engine.worker", "--log", str(log_path)],
+        [sys.executable, "-m", module, "--log", str(log_path)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

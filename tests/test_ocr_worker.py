@@ -1,0 +1,53 @@
+"""OCR in its own process: results as in-process, memory freed by stopping it,
+and a crash costs one request, not the daemon."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import psutil
+import pytest
+from ocr_samples import SAMPLES, cer, font_path, render
+
+from daemon.engine.ocr_worker import OcrProcess, RemoteOcr
+from daemon.errors import UserInputError, YomitoriError
+
+pytestmark = pytest.mark.skipif(font_path() is None, reason="needs fonts-ipafont-gothic")
+
+
+@pytest.fixture
+def process(tmp_path):
+    pytest.importorskip("rapidocr", reason="needs rapidocr")
+    proc = OcrProcess(tmp_path / "ocr.log")
+    yield proc
+    proc.stop()
+
+
+def test_reads_through_the_process_and_stops_to_free_memory(process):
+    reader = RemoteOcr(process, "rapidocr")
+    sample = next(s for s in SAMPLES if s.name == "ja_light_20")
+    found = reader.recognize(render(sample))
+    assert cer(sample.truth, found.text) == 0 and found.vertical is False
+    pid = process._proc.pid
+    assert reader.running and psutil.Process(pid).memory_info().rss > 50 * 2**20
+    reader.release()
+    assert not reader.running
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_killed_process_fails_one_request_then_restarts(process):
+    reader = RemoteOcr(process, "rapidocr")
+    reader.warm_up()
+    os.kill(process._proc.pid, signal.SIGKILL)
+    sample = next(s for s in SAMPLES if s.name == "en_light_16")
+    with pytest.raises(YomitoriError, match="stopped unexpectedly"):
+        reader.recognize(render(sample))
+    assert cer(sample.truth, reader.recognize(render(sample)).text) <= 0.02
+
+
+def test_user_errors_keep_their_message(process, monkeypatch):
+    reader = RemoteOcr(process, "tesseract")
+    monkeypatch.setenv("PATH", "/nonexistent")  # the child inherits it: no tesseract
+    with pytest.raises(UserInputError, match="tesseract-ocr"):
+        reader.recognize(render(SAMPLES[0]))
