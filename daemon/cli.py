@@ -11,13 +11,21 @@ import argparse
 import json
 import logging
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from daemon import __version__, platform
 from daemon.actions import Payload
+from daemon.cli_daemon import (
+    cmd_bench,
+    cmd_capture,
+    cmd_history,
+    cmd_run,
+    cmd_simple,
+    cmd_status,
+    cmd_trigger,
+)
 from daemon.config import template_folders
 from daemon.errors import Cancelled, UserInputError, YomitoriError
 from daemon.models import TINY, check_spec, load_models, resolve_model, tiny_available
@@ -286,108 +294,6 @@ def cmd_paths(_args: argparse.Namespace) -> int:
         ("shipped defaults", platform.defaults_dir()),
     ):
         print(f"{label}: {path}")
-    return 0
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from daemon.desktop.app import main as run_daemon
-
-    return run_daemon(use_tray=False if args.no_tray else None, debug=args.debug)
-
-
-def cmd_trigger(args: argparse.Namespace) -> int:
-    from daemon.desktop import ipc
-
-    message: dict[str, Any] = {
-        "cmd": "trigger", "action": args.action, "source": args.source, "text": args.text,
-        "output": args.output or ["clipboard", "notify"], "vars": parse_sets(args.set),
-        "model": args.model, "wait": not args.no_wait,
-    }  # fmt: skip
-    reply = ipc.request(message, timeout=None)
-    if not reply.get("ok"):
-        raise YomitoriError(str(reply.get("error") or "the daemon refused the request"))
-    if args.json:
-        print(json.dumps(reply, ensure_ascii=False))
-    elif "text" in reply:
-        print(reply["text"])
-    return 0
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from daemon.desktop import ipc
-
-    status = ipc.request({"cmd": "status"})["status"]
-    if args.json:
-        print(json.dumps(status))
-        return 0
-    for key, value in status.items():
-        if key == "worker_rss_bytes" and value:
-            value = f"{value / 2**20:.0f} MiB"
-        print(f"{key}: {value}")
-    return 0
-
-
-def cmd_simple(args: argparse.Namespace) -> int:
-    from daemon.desktop import ipc
-
-    reply = ipc.request({"cmd": args.command}, timeout=60)
-    if not reply.get("ok"):
-        raise YomitoriError(str(reply.get("error")))
-    return 0
-
-
-def cmd_history(args: argparse.Namespace) -> int:
-    from daemon.sinks.history import History, default_path
-
-    if not default_path().exists():
-        print("No history yet.")
-        return 0
-    history = History()
-    if args.clear:
-        print(f"Deleted {history.clear()} entries.")
-        return 0
-    entries = history.recent(args.limit)
-    if args.json:
-        print(json.dumps([e.as_dict() for e in entries], ensure_ascii=False))
-        return 0
-    for entry in entries:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.ts))
-        print(f"{when}  {entry.action}  [{entry.source}, {entry.model}]\n  {entry.output}")
-    return 0
-
-
-def cmd_capture(args: argparse.Namespace) -> int:
-    from daemon.desktop.capture import run_capture
-
-    return run_capture(args.out)
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    if args.ocr is not None:
-        from daemon.bench_ocr import run_ocr_bench
-
-        print(json.dumps(run_ocr_bench(args.ocr, args.engine, max(1, args.runs // 2)),
-                         ensure_ascii=False))  # fmt: skip
-        return 0
-    if args.overlay:
-        from daemon.desktop.capture import overlay_bench
-
-        print(json.dumps(overlay_bench(args.runs)))
-        return 0
-    if args.daemon:
-        from daemon.desktop.bench import run_daemon_bench
-
-        def say(message: str) -> None:
-            if not args.json:
-                print(message, file=sys.stderr, flush=True)
-
-        figures = run_daemon_bench(args.model or "tiny", args.runs, args.idle_seconds, say)
-        print(json.dumps(figures))
-        return 0
-    from daemon.bench import run_bench
-
-    figures = run_bench(model=args.model, runs=args.runs, threads=args.threads, quiet=args.json)
-    print(json.dumps(figures))
     return 0
 
 
