@@ -427,3 +427,22 @@ def test_region_cancelled_with_escape_does_nothing(desk, daemon):
     assert desk.clipboard() == "untouched"
     assert not [n for n in desk.notifications() if "failed" in n["summary"]]
     assert daemon.status()["state"] in ("idle", "busy")
+
+
+def _overlay_hosts(daemon):
+    me = psutil.Process(daemon.proc.pid)
+    return [c for c in me.children() if "overlay_host" in " ".join(c.cmdline())]
+
+
+def test_overlay_runs_apart_and_comes_back_after_a_crash(desk, daemon):
+    hosts = wait_for(lambda: _overlay_hosts(daemon), 30)
+    assert len(hosts) == 1, "the overlay is warm in its own process"
+    hosts[0].kill()
+    hosts[0].wait(10)
+    desk.set_clipboard("untouched")
+    desk.key("ctrl+alt+o")
+    time.sleep(1.5)  # a new overlay process starts and shows the overlay
+    desk.key("Escape")
+    new = wait_for(lambda: _overlay_hosts(daemon), 30)
+    assert new and new[0].pid != hosts[0].pid
+    assert daemon.proc.poll() is None and desk.clipboard() == "untouched"

@@ -19,7 +19,7 @@ from daemon.config import Config, load_config
 from daemon.desktop import ipc
 from daemon.desktop.hotkeys import Hotkeys
 from daemon.engine.client import WorkerEngine
-from daemon.errors import Cancelled, ConfigError, UserInputError, YomitoriError
+from daemon.errors import Cancelled, ConfigError, YomitoriError
 from daemon.service import Job, Service, job_from_binding
 from daemon.sinks import notify as notify_mod
 from daemon.sinks.history import History
@@ -47,7 +47,10 @@ class DesktopBridge:
     def __init__(self, notifications: notify_mod.NotificationQueue) -> None:
         self.notifications = notifications
         self._keyboard: Any = None
-        self._selector: Any = None
+        from daemon.sources.overlay_host import RemoteSelector
+
+        # The overlay runs in a warm process of its own (see overlay_host).
+        self.overlay = RemoteSelector()
 
     @property
     def keyboard(self) -> Any:
@@ -98,33 +101,8 @@ class DesktopBridge:
     def read_clipboard_image(self) -> bytes | None:
         return clipboard.read_image()
 
-    @property
-    def selector(self) -> Any:
-        """The overlay, created once: its Tk root stays warm between selections."""
-        if self._selector is None:
-            try:
-                from daemon.sources.region import RegionSelector
-            except ImportError as err:  # a Python without Tk, or mss missing
-                raise UserInputError(
-                    f"Screen regions need {err.name or 'tkinter'}: install python3-tk "
-                    "(Debian/Ubuntu) or use a Python with Tk, then restart yomitori."
-                ) from None
-            self._selector = RegionSelector()
-        return self._selector
-
     def capture_region(self, repeat: bool = False) -> bytes:
-        from daemon.images import png_bytes
-        from daemon.sources.region import grab_screen
-
-        shot = grab_screen()
-        region = self.selector.last_region if repeat else None
-        if repeat and region is None:
-            raise UserInputError("No region was selected yet: use a region hotkey first.")
-        if region is None:
-            region = self.selector.select(shot)
-            if region is None:
-                raise Cancelled("Selection cancelled.")
-        return png_bytes(region.crop(shot))
+        return self.overlay.select_png(repeat)
 
 
 class Daemon:
@@ -204,8 +182,8 @@ class Daemon:
         except YomitoriError as err:
             log.warning("OCR unavailable: %s", err)
         try:
-            _ = self.service.io.selector  # type: ignore[attr-defined]
-        except Exception as err:  # no display, no Tk: region hotkeys will say so
+            self.service.io.overlay.start()  # type: ignore[attr-defined]
+        except YomitoriError as err:  # no display, no Tk: region hotkeys will say so
             log.info("region overlay not prepared: %s", err)
 
     def stop(self) -> None:
@@ -215,6 +193,7 @@ class Daemon:
 
     def _shutdown(self) -> None:
         self.hotkeys.unbind()
+        self.service.io.overlay.stop()  # type: ignore[attr-defined]
         self.server.stop()
         self.service.stop()
         self.notifications.close()

@@ -79,7 +79,7 @@ class _Request:
 class RegionSelector:
     """Shows the selection overlay on request; reuse one instance for the process's life."""
 
-    def __init__(self) -> None:
+    def __init__(self, own_thread: bool = True) -> None:
         ensure_dpi_awareness()
         self.last_region: Region | None = None
         self.last_timing: dict[str, float] = {}
@@ -90,13 +90,24 @@ class RegionSelector:
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
         self._request: _Request | None = None
+        self._thread: threading.Thread | None = None
+        if not own_thread:
+            return  # the caller runs Tk with run_here() (macOS: on the main thread)
         self._thread = threading.Thread(target=self._run, name="yomitori-overlay", daemon=True)
         self._thread.start()
+        self.wait_ready()
+        # Tk must be let go on its own thread before the interpreter tears down.
+        atexit.register(self.close)
+
+    def wait_ready(self) -> None:
+        """Block until Tk runs; raise what stopped it from starting."""
         self._ready.wait()
         if self._start_error is not None:
             raise self._start_error
-        # Tk must be let go on its own thread before the interpreter tears down.
-        atexit.register(self.close)
+
+    def run_here(self) -> None:
+        """Run Tk on the calling thread until close() (for a process hosting the overlay)."""
+        self._run()
 
     # ---- any thread -------------------------------------------------------------------
 
@@ -141,7 +152,8 @@ class RegionSelector:
         atexit.unregister(self.close)
         with contextlib.suppress(YomitoriError):
             self._call(self._quit)
-        self._thread.join(15)
+        if self._thread is not None:
+            self._thread.join(15)
 
     def _call(self, func: Callable[..., Any], *args: Any) -> None:
         # Counted, so the Tk thread frees Tk only once no other thread is inside a Tk call
