@@ -377,10 +377,15 @@ class Service:
         raise UserInputError(f"Unknown source '{job.source}'.")
 
     def _deliver(self, job: Job, result: ActionResult) -> None:
-        if "paste" in job.outputs:
-            self.io.paste(result.text, job.chord, keep="clipboard" in job.outputs)
-        elif "clipboard" in job.outputs:
-            self.io.write_clipboard(result.text)
+        try:
+            if "paste" in job.outputs:
+                self.io.paste(result.text, job.chord, keep="clipboard" in job.outputs)
+            elif "clipboard" in job.outputs:
+                self.io.write_clipboard(result.text)
+        except YomitoriError as err:
+            # The result is not lost: history keeps it, a trigger caller gets it.
+            log.warning("%s: result not delivered: %s", job.action, err)
+            self.io.notify(f"{job.action}: result not delivered", str(err))
         if "notify" in job.outputs:
             limit = self.settings.notify_chars
             body = result.text if len(result.text) <= limit else result.text[: limit - 1] + "…"

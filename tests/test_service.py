@@ -1312,3 +1312,20 @@ def test_stop_ends_the_loop_and_unloads(make: Make) -> None:
     assert _action_threads() == []
     assert h.engine.unloads == 1
     assert h.service.status()["loaded"] is False
+
+
+def test_a_clipboard_that_fails_loses_no_result(make: Make, tmp_path) -> None:
+    class NoClipboard(FakeDesktop):
+        def write_clipboard(self, text: str) -> None:
+            raise UserInputError("No clipboard tool was found: install xclip.")
+
+    history = History(tmp_path / "h.sqlite3")
+    h = make(io=NoClipboard(), history=history)
+    result = h.run(tr(origin="trigger"))
+    assert result.text == "A cat sits."
+    assert (
+        "translate_en: result not delivered",
+        "No clipboard tool was found: install xclip.",
+    ) in h.io.notes
+    assert history.recent(1)[0].output == "A cat sits."
+    history.close()

@@ -82,8 +82,10 @@ def main(argv: list[str] | None = None) -> None:
             f"Screen regions need {err.name or 'tkinter'}: install python3-tk (Debian/Ubuntu) "
             "or use a Python with Tk, then restart yomitori.")})  # fmt: skip
         os._exit(0)
-    threading.Thread(target=_serve, args=(channel, selector), daemon=True).start()
+    server = threading.Thread(target=_serve, args=(channel, selector), daemon=True)
+    server.start()
     selector.run_here()  # Tk on the main thread until close()
+    server.join(5)  # let it report why Tk stopped (no display, say) before exiting
     os._exit(0)
 
 
