@@ -73,6 +73,7 @@ if [ "$extras" = test ]; then
   command -v dunst >/dev/null 2>&1 || need+=(dunst)
   command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus)
   command -v dbus-launch >/dev/null 2>&1 || need+=(dbus-x11)
+  command -v xrandr >/dev/null 2>&1 || need+=(x11-xserver-utils)  # two-monitor layouts
   # OCR tests render Japanese with a real font, and check tesseract's vertical reading.
   [ -f /usr/share/fonts/opentype/ipafont-gothic/ipag.ttf ] || need+=(fonts-ipafont-gothic)
   command -v tesseract >/dev/null 2>&1 || need+=(tesseract-ocr)
