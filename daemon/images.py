@@ -15,8 +15,9 @@ MIN_SIDE = 8
 MAX_PIXELS = 40_000_000
 
 
-def open_image(data: bytes) -> Any:
-    """A decoded RGB PIL image, or a one-sentence UserInputError."""
+def check_image(data: bytes) -> str | None:
+    """Refuse empty, unreadable, tiny or huge images from the header alone (no decode);
+    the format's name when fine."""
     from PIL import Image, UnidentifiedImageError
 
     if not data:
@@ -41,6 +42,14 @@ def open_image(data: bytes) -> Any:
         )
     if min(width, height) < MIN_SIDE:
         raise UserInputError(f"The image is too small to read ({width}×{height} pixels).")
+    return kind
+
+
+def open_image(data: bytes) -> Any:
+    """A decoded RGB PIL image, or a one-sentence UserInputError."""
+    from PIL import Image
+
+    kind = check_image(data)
     try:
         image = Image.open(io.BytesIO(data))
         image.load()

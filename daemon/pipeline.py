@@ -15,7 +15,7 @@ from typing import Any
 from daemon.actions import ActionResult, Payload, run_action
 from daemon.engine import Engine
 from daemon.errors import UserInputError
-from daemon.images import open_image, prepare_for_model
+from daemon.images import check_image, open_image, prepare_for_model
 from daemon.models import ModelSpec
 from daemon.prompts import Template, TemplateSet, render, split_pairs
 
@@ -96,7 +96,7 @@ def check_input(name: str, templates: TemplateSet, payload: Payload) -> None:
             raise UserInputError(
                 f"'{name}' needs an image (--image PATH, a region, or a copied image)."
             )
-        open_image(payload.image)
+        check_image(payload.image)  # the header is enough; the step decodes it once
     elif payload.image is not None:
         raise UserInputError(
             f"'{name}' is a text action; give it text (--text or --stdin), not an image."
