@@ -180,22 +180,31 @@ def test_drag_saves_exactly_the_selected_pixels(single, tmp_path, start, end):
     assert crop.tobytes() == single.picture.crop(box).tobytes()
 
 
+def seen_while_dragging(
+    screen: Screen, tmp_path: Path, box: tuple[int, int, int, int]
+) -> Image.Image:
+    """What the X screen shows halfway through a drag over ``box`` (the button still down)."""
+    x0, y0, x1, y1 = map(str, box)
+    mx, my = str((box[0] + box[2]) // 2), str((box[1] + box[3]) // 2)
+    proc = screen.capture()
+    screen.run("xdotool", "mousemove", x0, y0, "mousedown", "1", "mousemove", mx, my,
+               "mousemove", x1, y1)  # fmt: skip
+    time.sleep(0.5)
+    seen = tmp_path / "seen.png"
+    done = screen.python(
+        f"from daemon.sources.screen import grab_screen; grab_screen().image.save({str(seen)!r})"
+    )
+    screen.run("xdotool", "mouseup", "1")
+    assert finish(proc)[0] == 0
+    assert done.returncode == 0, done.stderr
+    return Image.open(seen)
+
+
 def test_while_dragging_the_selection_is_undimmed_and_the_rest_dimmed(single, tmp_path):
     from daemon.sources.screen import dimmed
 
-    proc = single.capture()
-    single.run("xdotool", "mousemove", "200", "150", "mousedown", "1", "mousemove", "450",
-               "300", "mousemove", "700", "450")  # fmt: skip
-    time.sleep(0.5)
-    seen = tmp_path / "seen.png"
-    done = single.python(
-        f"from daemon.sources.screen import grab_screen; grab_screen().image.save({str(seen)!r})"
-    )
-    single.run("xdotool", "mouseup", "1")
-    assert finish(proc)[0] == 0
-    assert done.returncode == 0, done.stderr
-    screen = Image.open(seen)
     inside, outside = (200, 150, 700, 450), (800, 500, 1100, 700)
+    screen = seen_while_dragging(single, tmp_path, inside)
     assert screen.crop(inside).tobytes() == single.picture.crop(inside).tobytes()
     assert screen.crop(outside).tobytes() == dimmed(single.picture.crop(outside)).tobytes()
     assert screen.crop(outside).tobytes() != single.picture.crop(outside).tobytes()
@@ -250,6 +259,21 @@ def test_two_monitors_crop_is_exact(dual, tmp_path, start, end):
     assert Image.open(out).tobytes() == dual.picture.crop(box).tobytes()
 
 
+def test_two_monitors_both_show_the_frozen_screen_and_the_selection_spans_them(dual, tmp_path):
+    # The monitor under the pointer is drawn first, the other right after: once the drag
+    # is under way both show the dimmed screen, and the box across them is undimmed.
+    from daemon.sources.screen import dimmed
+
+    dual.run("xdotool", "mousemove", "1000", "300")  # on the second monitor
+    inside = (600, 100, 1000, 300)
+    screen = seen_while_dragging(dual, tmp_path, inside)
+    assert screen.crop(inside).tobytes() == dual.picture.crop(inside).tobytes()
+    for outside in ((0, 350, 700, 600), (1050, 100, 1440, 540)):  # one on each monitor
+        assert screen.crop(outside).tobytes() == dimmed(dual.picture.crop(outside)).tobytes()
+    strip = screen.crop((800, 0, 1440, 60))  # above the second monitor: no monitor shows it
+    assert strip.getextrema() == ((0, 0), (0, 0), (0, 0))
+
+
 def test_grab_screen_sees_both_monitors_and_the_whole_desktop(dual):
     done = dual.python(
         "import json; from daemon.sources.region import grab_screen; s = grab_screen(); "
@@ -296,17 +320,26 @@ def test_selector_is_reused_and_remembers_the_last_region(single, monkeypatch):
     assert not selector._thread.is_alive()
 
 
-def test_overlay_bench_measures_the_overlay(single):
-    done = single.python(
+@pytest.mark.parametrize(("layout", "size", "monitors"),
+                         [("single", "1280x800", 1), ("dual", "1440x600", 2)])  # fmt: skip
+def test_overlay_bench_measures_the_overlay(request, layout, size, monitors):
+    screen = request.getfixturevalue(layout)
+    done = screen.python(
         "import json; from daemon.desktop.capture import overlay_bench; "
         "print(json.dumps(overlay_bench(3)))"
     )
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout)
-    assert figures["runs"] == 3 and figures["screen"] == "1280x800"
+    assert figures["runs"] == 3 and figures["screen"] == size
+    assert figures["monitors"] == monitors
     assert 0 < figures["grab_ms"] < figures["overlay_ms"] <= figures["overlay_ms_p90"]
     assert figures["mapped_ms"] <= figures["overlay_ms"]
-    assert not single.overlay_visible()
+    # The monitor under the pointer first, then the others; one monitor is drawn at once.
+    if monitors == 1:
+        assert figures["overlay_all_ms"] == figures["overlay_ms"]
+    else:
+        assert figures["overlay_all_ms"] >= figures["overlay_ms"]
+    assert not screen.overlay_visible()
 
 
 def test_without_a_display_both_entries_say_so_in_one_line():

@@ -17,6 +17,7 @@ from daemon.sources.screen import (
     Region,
     Screenshot,
     dimmed,
+    monitor_tiles,
     region_of,
     selection_box,
     to_image,
@@ -62,6 +63,27 @@ def test_an_empty_region_is_a_one_sentence_error(width, height):
         Region(1, 2, width, height)
     assert str(caught.value) == EMPTY_SELECTION
     assert "\n" not in EMPTY_SELECTION and EMPTY_SELECTION.endswith(".")
+
+
+def test_monitor_tiles_put_the_monitor_under_the_pointer_first():
+    # Primary 1920×1080 at (0, 0), a second one left of it and 200 px lower: the desktop
+    # starts at (-1280, 0) and is 3200×1080.
+    image = Image.new("RGB", (3200, 1080))
+    monitors = (Rect(0, 0, 1920, 1080), Rect(-1280, 200, 1280, 720))
+    shot = Screenshot(image, -1280, 0, monitors)
+    primary, left = (1280, 0, 3200, 1080), (0, 200, 1280, 920)
+    assert monitor_tiles(shot) == [primary, left]
+    assert monitor_tiles(shot, (-5, 500)) == [left, primary]
+    assert monitor_tiles(shot, (100, 100)) == [primary, left]
+    # A point no monitor shows (above the left one) keeps the order.
+    assert monitor_tiles(shot, (-100, 50)) == [primary, left]
+
+
+def test_monitor_tiles_drop_mirrors_and_clip_to_the_image():
+    image = Image.new("RGB", (100, 50))
+    mirrored = (Rect(0, 0, 100, 50), Rect(0, 0, 100, 50), Rect(90, 40, 30, 30))
+    assert monitor_tiles(Screenshot(image, 0, 0, mirrored)) == [(0, 0, 100, 50), (90, 40, 100, 50)]
+    assert monitor_tiles(Screenshot(image, 0, 0, ())) == [(0, 0, 100, 50)]
 
 
 def test_region_as_dict_is_the_json_shape():

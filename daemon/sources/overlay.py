@@ -34,27 +34,37 @@ class Overlay:
             top, bg="black", highlightthickness=0, bd=0, cursor="crosshair"
         )
         canvas.pack(fill="both", expand=True)
-        self._dim_item = canvas.create_image(0, 0, anchor="nw")
         self._border = canvas.create_rectangle(0, 0, 0, 0, outline=BORDER, state="hidden")
         # The undimmed selection is a child window showing the bright screenshot shifted
         # by the selection's corner: X clips it, so a drag moves a window, never pixels.
-        self._lens = tk.Canvas(top, highlightthickness=0, bd=0, cursor="crosshair")
-        self._lens_item = self._lens.create_image(0, 0, anchor="nw")
+        self._lens = tk.Canvas(top, bg="black", highlightthickness=0, bd=0, cursor="crosshair")
+        # The screenshot comes in tiles (one per monitor): (item, x, y) on each canvas.
+        self._dim: list[int] = []
+        self._bright: list[tuple[int, int, int]] = []
+        self._corner = (0, 0)
         self._label = tk.Label(top, text="0 × 0", bg="#1e1e1e", fg="white", padx=6, pady=2)
         # Bindings on the toplevel see events of all its children (their bindtags).
         for sequence, handler in handlers.items():
             (canvas if sequence == "<Expose>" else top).bind(sequence, handler)
         top.update_idletasks()  # create the X windows and load the font now, not on the hotkey
 
-    def show(self, dim: Any, geometry: tuple[int, int, int, int]) -> None:
+    def show(self, geometry: tuple[int, int, int, int]) -> None:
         x, y, width, height = geometry
-        self.canvas.itemconfigure(self._dim_item, image=dim)
         self.top.geometry(f"{width}x{height}+{x}+{y}")  # "+-1920+0" is valid Tk geometry
         self.top.deiconify()
         self.top.lift()
 
-    def set_bright(self, bright: Any) -> None:
-        self._lens.itemconfigure(self._lens_item, image=bright)
+    def add_dim(self, photo: Any, x: int, y: int) -> None:
+        """One tile of the dimmed screenshot at (x, y) of the window."""
+        item = self.canvas.create_image(x, y, anchor="nw", image=photo)
+        self.canvas.tag_lower(item)  # under the border
+        self._dim.append(item)
+
+    def add_bright(self, photo: Any, x: int, y: int) -> None:
+        """One tile of the undimmed screenshot, for the selection."""
+        cx, cy = self._corner
+        item = self._lens.create_image(x - cx, y - cy, anchor="nw", image=photo)
+        self._bright.append((item, x, y))
 
     def size(self) -> tuple[int, int]:
         return self.top.winfo_width(), self.top.winfo_height()
@@ -76,7 +86,10 @@ class Overlay:
         x0, y0, x1, y1 = box
         if x1 > x0 and y1 > y0:
             self._lens.place(x=x0, y=y0, width=x1 - x0, height=y1 - y0)
-            self._lens.coords(self._lens_item, -x0, -y0)
+            if self._corner != (x0, y0):
+                self._corner = (x0, y0)
+                for item, tx, ty in self._bright:
+                    self._lens.coords(item, tx - x0, ty - y0)
         else:
             self._lens.place_forget()
         self.canvas.coords(self._border, x0 - 1, y0 - 1, x1, y1)
@@ -98,6 +111,9 @@ class Overlay:
         self._label.place_forget()
         self.canvas.itemconfigure(self._border, state="hidden")
         # Let go of the images so they can be freed (on this thread, by the caller).
-        self.canvas.itemconfigure(self._dim_item, image="")
-        self._lens.itemconfigure(self._lens_item, image="")
+        for item in self._dim:
+            self.canvas.delete(item)
+        for item, _x, _y in self._bright:
+            self._lens.delete(item)
+        self._dim, self._bright, self._corner = [], [], (0, 0)
         self.sync()  # the overlay is off the screen before anyone grabs the screen again

@@ -1,8 +1,10 @@
 """The screen-region source: a frozen, dimmed screenshot over the whole desktop; drag a box.
 
 One long-lived Tk root lives on its own thread, created withdrawn at start-up together with
-the overlay window, so a hotkey pays for a screenshot and one image upload, not for Tk's
-start-up (NormCap and ShareX take 1–3 s here).  Every Tk call happens on that thread;
+the overlay window, so a hotkey pays for a screenshot and the image uploads, not for Tk's
+start-up (NormCap and ShareX take 1–3 s here).  The screenshot goes up one monitor at a
+time, the one under the pointer before the window maps, so a large multi-monitor desktop
+shows where the user looks as fast as a single monitor would.  Every Tk call happens on that thread;
 other threads only schedule work with ``after`` (tkinter hands such calls to the Tk thread,
 which needs a threaded Tcl, as every python.org and distribution build has).
 
@@ -29,12 +31,14 @@ from PIL import Image, ImageTk
 from daemon.errors import UserInputError, YomitoriError
 from daemon.sources.overlay import Overlay
 from daemon.sources.screen import (
+    Box,
     Rect,
     Region,
     Screenshot,
     dimmed,
     ensure_dpi_awareness,
     grab_screen,
+    monitor_tiles,
     preload,
     region_of,
     selection_box,
@@ -62,18 +66,21 @@ SHOWN_FALLBACK_MS = 300
 @dataclass(eq=False)
 class _Request:
     shot: Screenshot
-    dim: Image.Image  # what the overlay shows, already scaled to window units
     on_shown: Callable[[], None] | None
+    on_all_shown: Callable[[], None] | None
     requested_at: float
     done: threading.Event = field(default_factory=threading.Event)
     region: Region | None = None
     error: BaseException | None = None
     mapped_at: float | None = None
-    shown_at: float | None = None
+    shown_at: float | None = None  # the pointer's monitor drawn
+    all_shown_at: float | None = None  # every monitor drawn
     ratio: tuple[float, float] = (1.0, 1.0)
     origin: tuple[int, int] = (0, 0)
     press: tuple[float, float] | None = None
-    photos: dict[str, Any] = field(default_factory=dict)  # Tk images: touched on the Tk thread only
+    tiles: list[Box] = field(default_factory=list)  # monitors, the pointer's first
+    todo: list[tuple[str, Box]] = field(default_factory=list)  # tiles not on screen yet
+    photos: list[Any] = field(default_factory=list)  # Tk images: touched on the Tk thread only
 
 
 class RegionSelector:
@@ -117,16 +124,14 @@ class RegionSelector:
         timeout: float | None = None,
         on_shown: Callable[[], None] | None = None,
         requested_at: float | None = None,
+        on_all_shown: Callable[[], None] | None = None,
     ) -> Region | None:
         """Let the user drag a box over ``shot``; None when cancelled (Esc, right-click,
         ``timeout`` seconds).  ``on_shown`` runs on the Tk thread once the overlay is
-        drawn; ``requested_at`` (perf_counter) is where ``last_timing`` counts from."""
-        dim = dimmed(shot.image)
-        size = shot.window_geometry()[2:]
-        if dim.size != size:  # Retina: Tk draws one image pixel per point
-            dim = dim.resize(size, Image.Resampling.BILINEAR)
+        drawn over the monitor under the pointer, ``on_all_shown`` once every monitor is;
+        ``requested_at`` (perf_counter) is where ``last_timing`` counts from."""
         start = time.perf_counter() if requested_at is None else requested_at
-        request = _Request(shot, dim, on_shown, start)
+        request = _Request(shot, on_shown, on_all_shown, start)
         with self._lock:
             self._call(self._show, request)
             if not request.done.wait(timeout):
@@ -136,6 +141,7 @@ class RegionSelector:
             "requested_at": request.requested_at,
             "mapped_ms": _ms(request.requested_at, request.mapped_at),
             "shown_ms": _ms(request.requested_at, request.shown_at),
+            "all_shown_ms": _ms(request.requested_at, request.all_shown_at),
         }
         if request.error is not None:
             raise request.error
@@ -222,10 +228,16 @@ class RegionSelector:
     def _show(self, request: _Request) -> None:
         self._finish()
         self._request = request
-        geometry = request.shot.window_geometry()
-        request.ratio = (request.shot.width / geometry[2], request.shot.height / geometry[3])
-        request.photos["dim"] = ImageTk.PhotoImage(request.dim, master=self._root)
-        self._ui.show(request.photos["dim"], geometry)
+        shot = request.shot
+        geometry = shot.window_geometry()
+        request.ratio = (shot.width / geometry[2], shot.height / geometry[3])
+        px, py = self._root.winfo_pointerxy()
+        request.tiles = monitor_tiles(shot, (round(px * shot.scale), round(py * shot.scale)))
+        # Only the monitor under the pointer is drawn before the window maps; the rest
+        # follow once it is up (Tk converts and uploads each pixel: ~90 ms per 4K monitor).
+        request.todo = [("dim", t) for t in request.tiles] + [("bright", t) for t in request.tiles]
+        self._next_tile(request)
+        self._ui.show(geometry)
 
     def _on_map(self, event: tk.Event) -> None:
         request = self._request
@@ -252,8 +264,10 @@ class RegionSelector:
         self._grab(request, 0)
         if request.on_shown is not None:
             request.on_shown()
+        if request is self._request and not _dims_left(request):
+            self._all_shown(request, request.shown_at)  # one monitor: all of it is up
         if request is self._request:
-            self._root.after_idle(self._bright, request)
+            self._root.after_idle(self._fill, request)
 
     def _grab(self, request: _Request, tries: int) -> None:
         """Take pointer and keyboard, so Esc arrives even with no window manager to focus us."""
@@ -267,14 +281,37 @@ class RegionSelector:
             else:
                 log.warning("the overlay could not grab the keyboard (%s)", err)
 
-    def _bright(self, request: _Request) -> None:
-        """The undimmed screenshot for the selection, made after the overlay is up."""
-        if request is self._request and "bright" not in request.photos:
-            image = request.shot.image
-            if image.size != request.dim.size:
-                image = image.resize(request.dim.size, Image.Resampling.BILINEAR)
-            request.photos["bright"] = ImageTk.PhotoImage(image, master=self._root)
-            self._ui.set_bright(request.photos["bright"])
+    def _fill(self, request: _Request) -> None:
+        """The other monitors, then the undimmed tiles, one per idle turn of the event
+        loop: a press or Esc in between is not kept waiting, and the canvas redraws each
+        tile (its own idle callback, queued first) before the next one is converted."""
+        if request is not self._request or not request.todo:
+            return
+        self._next_tile(request)
+        self._root.after_idle(self._fill, request)
+
+    def _next_tile(self, request: _Request) -> None:
+        layer, (x0, y0, x1, y1) = request.todo.pop(0)
+        image = request.shot.image.crop((x0, y0, x1, y1))
+        if layer == "dim":
+            image = dimmed(image)
+        rx, ry = request.ratio
+        wx0, wy0, wx1, wy1 = round(x0 / rx), round(y0 / ry), round(x1 / rx), round(y1 / ry)
+        if image.size != (wx1 - wx0, wy1 - wy0):  # Retina: Tk draws one image pixel per point
+            image = image.resize((wx1 - wx0, wy1 - wy0), Image.Resampling.BILINEAR)
+        photo = ImageTk.PhotoImage(image, master=self._root)
+        request.photos.append(photo)
+        (self._ui.add_dim if layer == "dim" else self._ui.add_bright)(photo, wx0, wy0)
+        if layer == "dim" and request.shown_at is not None and not _dims_left(request):
+            self._root.after_idle(self._all_shown, request)
+
+    def _all_shown(self, request: _Request, at: float | None = None) -> None:
+        if request is self._request and request.all_shown_at is None:
+            if at is None:
+                self._ui.sync()  # the X server has drawn the last tile
+            request.all_shown_at = at or time.perf_counter()
+            if request.on_all_shown is not None:
+                request.on_all_shown()
 
     def _point(self, event: tk.Event, request: _Request) -> tuple[float, float]:
         # Root coordinates: the same for the canvas, the lens and the label under the pointer.
@@ -309,7 +346,8 @@ class RegionSelector:
 
     def _draw(self, request: _Request, box: tuple[int, int, int, int]) -> None:
         """Image pixels → window units through the ratio, so HiDPI stays exact."""
-        self._bright(request)
+        while request.todo:  # the user is faster than the fill: finish it now
+            self._next_tile(request)
         rx, ry = request.ratio
         window_box = (round(box[0] / rx), round(box[1] / ry), round(box[2] / rx),
                       round(box[3] / ry))  # fmt: skip
@@ -333,6 +371,10 @@ class RegionSelector:
     def _callback_error(self, exc: type[BaseException], value: BaseException, tb: Any) -> None:
         log.error("screen overlay failed", exc_info=(exc, value, tb))
         self._finish(error=value)
+
+
+def _dims_left(request: _Request) -> bool:
+    return any(layer == "dim" for layer, _ in request.todo)
 
 
 def _ms(start: float, end: float | None) -> float:
