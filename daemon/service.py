@@ -14,58 +14,26 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 from daemon import pipeline
-from daemon.actions import ActionResult, Payload
+from daemon.actions import ActionResult
 from daemon.config import Config, check_actions, load_config, template_folders
 from daemon.engine import Engine
 from daemon.errors import Cancelled, ConfigError, UserInputError, YomitoriError
+from daemon.jobs import DesktopIO, Job, deliver, job_from_binding, read_source
 from daemon.models import ModelsConfig, ModelSpec, check_spec, load_models, resolve_model
 from daemon.pipeline import BUILTIN_ACTIONS
 from daemon.prompts import OPTION_TYPES, TemplateSet, load_templates
 from daemon.sinks.history import History
 
+__all__ = ["BUILTIN_ACTIONS", "BUSY_NOTE_S", "DesktopIO", "Job", "Service", "job_from_binding"]
+
 log = logging.getLogger(__name__)
 
-# Actions that are not templates; the screen-region issue implements them.
 # A burst of presses while busy gives one "busy" notification, not one each.
 BUSY_NOTE_S = 3.0
-
-
-class DesktopIO(Protocol):
-    """The desktop as the loop needs it; ``chord`` is the hotkey that started the job."""
-
-    def read_clipboard(self) -> str: ...
-
-    def write_clipboard(self, text: str) -> None: ...
-
-    def copy_selection(self, chord: str | None) -> str: ...
-
-    def paste(self, text: str, chord: str | None, keep: bool) -> None:
-        """Type ``text`` into the focused window; keep it on the clipboard or restore."""
-
-    def notify(self, title: str, body: str) -> None: ...
-
-    def capture_region(self, repeat: bool = False) -> bytes:
-        """PNG of a region the user selects (or the last one); raises Cancelled on Esc."""
-
-    def read_clipboard_image(self) -> bytes | None: ...
-
-
-@dataclass
-class Job:
-    action: str
-    source: str = "clipboard"
-    outputs: tuple[str, ...] = ("clipboard", "notify")
-    vars: dict[str, str] = field(default_factory=dict)
-    model: str | None = None
-    chord: str | None = None
-    origin: str = "hotkey"
-    text: str | None = None  # given directly (``yomitori trigger --text``)
-    future: Future[ActionResult] | None = None
 
 
 @dataclass
@@ -333,7 +301,7 @@ class Service:
         pipeline.validate(job.action, self.templates, values)
         # Input first: the selection is copied while the user is still where they
         # pressed the hotkey, and a missing input costs no model load.
-        payload = self._read_source(job)
+        payload = read_source(self.io, job)
         pipeline.check_input(job.action, self.templates, payload)
         load_s = 0.0
         spec: ModelSpec | None = None
@@ -347,49 +315,11 @@ class Service:
                                max_image_side=self.settings.max_image_side)  # fmt: skip
         result = pipeline.run(job.action, self.templates, payload, tools, values, options)
         result.timings["load_s"] = round(result.timings["load_s"] + load_s, 4)
-        self._deliver(job, result)
+        deliver(self.io, job, result, self.settings.notify_chars)
         if self.history is not None and self.settings.history:
             self.history.add(job.action, payload.source, payload.text or "", result.text,
                              result.model, result.timings)  # fmt: skip
         return result
-
-    def _read_source(self, job: Job) -> Payload:
-        if job.text is not None:
-            return Payload(text=job.text, source="text")
-        if job.source == "clipboard":
-            text = self.io.read_clipboard()
-            if not text.strip():
-                raise UserInputError("The clipboard holds no text: copy some text first.")
-            return Payload(text=text, source="clipboard")
-        if job.source == "selection":
-            text = self.io.copy_selection(job.chord)
-            if not text.strip():
-                raise UserInputError("No text is selected: select some text first.")
-            return Payload(text=text, source="selection")
-        if job.source in ("region", "last_region"):
-            image = self.io.capture_region(repeat=job.source == "last_region")
-            return Payload(image=image, source=job.source)
-        if job.source == "clipboard_image":
-            image = self.io.read_clipboard_image()
-            if not image:
-                raise UserInputError("The clipboard holds no image: copy an image first.")
-            return Payload(image=image, source="clipboard_image")
-        raise UserInputError(f"Unknown source '{job.source}'.")
-
-    def _deliver(self, job: Job, result: ActionResult) -> None:
-        try:
-            if "paste" in job.outputs:
-                self.io.paste(result.text, job.chord, keep="clipboard" in job.outputs)
-            elif "clipboard" in job.outputs:
-                self.io.write_clipboard(result.text)
-        except YomitoriError as err:
-            # The result is not lost: history keeps it, a trigger caller gets it.
-            log.warning("%s: result not delivered: %s", job.action, err)
-            self.io.notify(f"{job.action}: result not delivered", str(err))
-        if "notify" in job.outputs:
-            limit = self.settings.notify_chars
-            body = result.text if len(result.text) <= limit else result.text[: limit - 1] + "…"
-            self.io.notify(job.action, body)
 
     # -- state for the tray and status ---------------------------------------
     def _set_error(self, message: str) -> None:
@@ -407,8 +337,3 @@ class Service:
                 listener(self)
             except Exception:
                 log.exception("state listener failed")
-
-
-def job_from_binding(binding: Any) -> Job:
-    return Job(action=binding.action, source=binding.source, outputs=tuple(binding.output),
-               vars=dict(binding.vars), model=binding.model, chord=binding.hotkey)  # fmt: skip
