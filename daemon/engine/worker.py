@@ -212,6 +212,12 @@ class Worker:
             chat_format=chat_format,
             verbose=False,
         )
+        init_projector = getattr(chat_handler, "_init_mtmd_context", None)
+        if init_projector is not None:
+            # The handlers load the mmproj on their first request; loading it here makes
+            # a wrong or damaged file a load error, and keeps its load time out of the
+            # first request's image_encode_s.
+            init_projector(llm)
         self.llm = llm
         self.info = {
             "model_path": spec["path"],
@@ -301,11 +307,17 @@ def _make_llama(**kwargs: Any) -> Any:
     """A Llama that counts prompt/reused/generated tokens and can be cancelled.
 
     ``eval`` is the one method llama-cpp-python calls for the prompt (first
-    call of a request) and for every generated token after it, so hooking it
-    gives exact counts and a per-token cancellation point.  While the prompt
-    is evaluated, llama.cpp's abort callback is armed too, so a long prompt is
-    cancelled mid-batch; it is disarmed for the token loop, where a Python
-    check per token costs nothing.
+    call inside ``generate``) and for every generated token after it, so
+    hooking it gives exact counts and a per-token cancellation point.  While
+    the prompt is evaluated, llama.cpp's abort callback is armed too, so a long
+    prompt is cancelled mid-batch; it is disarmed for the token loop, where a
+    Python check per token costs nothing.
+
+    A vision chat handler evaluates the prompt itself before ``generate``: it
+    clears the cache, evaluates each text piece through ``eval`` and has mtmd
+    encode each image and decode its embeddings between them.  ``generate``
+    then finds the whole prompt cached.  Those ``eval`` calls are prompt
+    evaluation, and the rest of the time before ``generate`` is the images'.
     """
     import llama_cpp
 
@@ -313,6 +325,8 @@ def _make_llama(**kwargs: Any) -> Any:
         def begin_request(self, is_cancelled: Any) -> None:
             self._is_cancelled = is_cancelled
             self._counts = {"prompt_tokens": 0, "reused_tokens": 0, "completion_tokens": 0}
+            self._generating = False
+            self._prefilled = False  # a chat handler evaluated (part of) the prompt
             self._prompt_done = False
             self._prompt_eval_s = 0.0
             self._pre_eval_s = 0.0
@@ -324,11 +338,15 @@ def _make_llama(**kwargs: Any) -> Any:
             if self._prompt_done:
                 counts["completion_tokens"] += 1  # the last token is sampled, never evaluated
             counts["prompt_eval_s"] = round(self._prompt_eval_s, 4)
-            # With a vision handler, images are encoded (and their tokens decoded)
-            # before llama-cpp-python evaluates the text: that time is the image's.
+            # With a vision handler: the time before generate() not spent evaluating
+            # text, i.e. reading, encoding and decoding the images.
             counts["pre_eval_s"] = round(self._pre_eval_s, 4)
             self._is_cancelled = lambda: False
             return counts
+
+        def generate(self, tokens: Any, *args: Any, **kwargs: Any) -> Any:
+            self._generating = True
+            return super().generate(tokens, *args, **kwargs)
 
         def eval(self, tokens: Any) -> None:
             if self._is_cancelled():
@@ -337,18 +355,29 @@ def _make_llama(**kwargs: Any) -> Any:
                 self._counts["completion_tokens"] += 1
                 super().eval(tokens)
                 return
-            reused = self.n_tokens
             started = time.perf_counter()
-            self._pre_eval_s = started - self._started
+            if not self._generating:
+                # A chat handler's text piece, between or around the images.
+                self._prefilled = True
+                self._eval_prompt(tokens)
+                self._prompt_eval_s += time.perf_counter() - started
+                return
+            # The handler started from an empty cache: nothing of the prompt was reused.
+            reused = 0 if self._prefilled else self.n_tokens
+            self._pre_eval_s = started - self._started - self._prompt_eval_s
+            self._eval_prompt(tokens)
+            self._prompt_eval_s += time.perf_counter() - started
+            self._prompt_done = True
+            self._counts["reused_tokens"] = reused
+            # Every position, image embeddings included.
+            self._counts["prompt_tokens"] = self.n_tokens
+
+        def _eval_prompt(self, tokens: Any) -> None:
             llama_cpp.llama_set_abort_callback(self._ctx.ctx, self._abort, None)
             try:
                 super().eval(tokens)
             finally:
                 llama_cpp.llama_set_abort_callback(self._ctx.ctx, _NO_ABORT, None)
-            self._prompt_eval_s = time.perf_counter() - started
-            self._prompt_done = True
-            self._counts["reused_tokens"] = reused
-            self._counts["prompt_tokens"] = reused + len(tokens)
 
     _NO_ABORT = llama_cpp.ggml_abort_callback(0)
     llm = CountingLlama(**kwargs)
