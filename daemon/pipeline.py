@@ -122,6 +122,7 @@ def run(
     totals: dict[str, Any] = {"load_s": 0.0, **dict.fromkeys(_TOKEN_KEYS, 0)}
     model = ""
     dirty = False
+    finish = "stop"
     for index, step in enumerate(steps):
         last = index == len(steps) - 1
         if step == OCR:
@@ -138,6 +139,8 @@ def run(
                           on_text if last else None)  # fmt: skip
             text, timings, model = result.text, result.timings, result.model
             dirty = result.stream_was_dirty
+            # A step cut at max_tokens cuts what the chain gives, wherever it is.
+            finish = "length" if finish == "length" else result.finish_reason
         for key in ("load_s", *_TOKEN_KEYS):
             totals[key] += timings.get(key) or 0
         for key in ("ttft_s", "ocr_s", "vertical", "prompt_eval_s", "image_encode_s"):
@@ -147,7 +150,7 @@ def run(
     totals["total_s"] = round(time.perf_counter() - started, 4)
     totals["load_s"] = round(totals["load_s"], 4)
     return ActionResult(action=name, text=current.text or "", model=model, timings=totals,
-                        stream_was_dirty=dirty)  # fmt: skip
+                        finish_reason=finish, stream_was_dirty=dirty)  # fmt: skip
 
 
 def _llm(template: Template, payload: Payload, tools: Tools, values: Mapping[str, str],

@@ -586,6 +586,15 @@ def test_ocr_translate_chains_ocr_into_the_model(h: Harness) -> None:
     assert "comma-separated tags" in messages[0]["content"]
 
 
+def test_a_step_cut_at_max_tokens_is_reported_as_length(h: Harness) -> None:
+    h.engine.then(Generation(text="A cat", finish_reason="length"))
+    result = h.run(Job(action="translate_en", text="猫"))
+    assert result.finish_reason == "length"
+    h.io.region = png()
+    h.engine.then(Generation(text="A cat sits.", finish_reason="stop"))
+    assert h.run(Job(action="ocr_translate", source="region")).finish_reason == "stop"
+
+
 def test_cancelled_region_is_silent(h: Harness) -> None:
     h.io.region = Cancelled("Cancelled.")
     h.hotkey(Job(action="ocr", source="region"))
