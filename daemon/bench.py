@@ -20,7 +20,7 @@ from typing import Any
 from daemon.actions import Payload, run_action
 from daemon.config import template_folders
 from daemon.engine.client import WorkerEngine
-from daemon.engine.worker import default_threads
+from daemon.engine.worker import NO_SYSTEM_ROLE, default_threads, fold_system
 from daemon.models import ModelSpec, check_spec, load_models, resolve_model
 from daemon.prompts import Template, load_templates, render
 
@@ -66,8 +66,14 @@ class _Raw:
             chat_format=spec.chat_format,
             verbose=False,
         )
+        # The format the worker settled on (a GGUF without a template gets its family's).
+        chosen = info.get("chat_format")
+        if chosen and chosen != "mtmd" and not spec.chat_format:
+            self.llm.chat_format = chosen
 
     def stream(self, messages: list[dict[str, Any]], options: dict[str, Any]) -> Iterator[str]:
+        if self.llm.chat_format in NO_SYSTEM_ROLE:
+            messages = fold_system(messages)
         for chunk in self.llm.create_chat_completion(messages, stream=True, **options):
             piece = chunk["choices"][0].get("delta", {}).get("content")
             if piece:

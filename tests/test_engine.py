@@ -43,6 +43,29 @@ def test_streams_pieces_as_they_come(engine):
         assert pieces[0][0] < result.total_s * 0.8
 
 
+def test_a_gguf_without_chat_template_gets_its_family_format_with_the_system_prompt(engine):
+    # The tiny model's GGUF has no chat template: llama-cpp-python alone would use Llama 2's
+    # format, and its "gemma" format drops system messages; the worker folds them in.
+    engine.generate(messages("warm"), {"max_tokens": 1})
+    assert engine.stats()["chat_format"] == "gemma"
+    bare = engine.generate([{"role": "user", "content": "a cat"}], {"max_tokens": 1})
+    framed = engine.generate(messages("a cat", "Answer in English."), {"max_tokens": 1})
+    assert framed.prompt_tokens - bare.prompt_tokens >= 4  # the system text is in the prompt
+
+
+def test_fold_system_puts_the_system_text_first_in_the_first_user_turn():
+    from daemon.engine.worker import fold_system
+
+    def say(role: str, content: str) -> dict[str, str]:
+        return {"role": role, "content": content}
+
+    folded = fold_system([say("system", "S"), say("user", "U"), say("assistant", "A"),
+                          say("user", "V")])  # fmt: skip
+    assert folded == [say("user", "S\n\nU"), say("assistant", "A"), say("user", "V")]
+    assert fold_system([{"role": "user", "content": "U"}]) == [{"role": "user", "content": "U"}]
+    assert fold_system([{"role": "system", "content": "S"}]) == [{"role": "user", "content": "S"}]
+
+
 def test_model_stays_resident_between_requests(engine):
     pid = engine.pid
     first = engine.generate(messages("red apple"), {"max_tokens": 4, "temperature": 0})

@@ -192,10 +192,14 @@ def test_model_without_chat_template_says_so(vision_config, tmp_path):
     # MTMDChatHandler builds the prompt from the GGUF's chat template only.
     image = picture(tmp_path / "picture.png")
     done = run(vision_config, "do", "caption", "--model", "no_template", "--image", str(image))
-    assert done.returncode != 0
+    assert done.returncode == 2  # said at load, as something the user can fix
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
-    assert "chat_template" in lines[0]
+    assert "has no chat template, which image actions need" in lines[0]
+    assert Path(lines[0].split("model file ")[1].split(" has no")[0]).name == Path(
+        vision_config.joinpath("models.toml").read_text().split("[models.no_template]")[1]
+        .split('"')[1]).name  # fmt: skip
+    assert "chat_format" in lines[0]
 
 
 def test_resident_worker_survives_a_bad_projector(vision_files, tmp_path):
@@ -223,8 +227,17 @@ def test_resident_worker_survives_a_bad_projector(vision_files, tmp_path):
         first = engine.generate(with_image, options)
         second = engine.generate(with_image, options)
         plain = engine.generate(text_only, options)
+        again = engine.generate(text_only, options)
+        engine.generate(with_image, options)
+        after_image = engine.generate(text_only, options)
     finally:
         engine.unload()
+    fresh = WorkerEngine(log_path=tmp_path / "fresh.log")
+    try:
+        fresh.load(spec("mmproj"))
+        alone = fresh.generate(text_only, options)
+    finally:
+        fresh.unload()
     for result in (first, second):
         assert result.completion_tokens > 0
         assert result.extra["image_encode_s"] > 0
@@ -233,3 +246,10 @@ def test_resident_worker_survives_a_bad_projector(vision_files, tmp_path):
     assert "image_encode_s" not in plain.extra
     # The image adds its embeddings plus <start_of_image> and <end_of_image>.
     assert abs(first.prompt_tokens - plain.prompt_tokens - (IMAGE_TOKENS + 2)) <= 1
+    # Text-only requests bypass the vision handler, so they reuse the cached prompt: all
+    # of it when it repeats, the text before the image after an image request.
+    assert again.reused_tokens == again.prompt_tokens - 1
+    assert 0 < after_image.reused_tokens < after_image.prompt_tokens - 1
+    # Nothing of the image's positions leaks into what is reused: same answer as a
+    # worker that never saw an image.
+    assert plain.text == again.text == after_image.text == alone.text

@@ -50,6 +50,8 @@ def describe_exit(code: int | None) -> str:
 def _friendly(kind: str, message: str, spec: ModelSpec | None) -> EngineError:
     """Turn a worker-side exception text into a sentence a user can act on."""
     name = spec.name if spec else "the model"
+    if kind == "user":  # the worker's own sentence about the model's files
+        return ModelError(message)
     if kind == "load":
         if "mtmd" in message.lower() or "clip" in message.lower():
             mmproj = spec.mmproj if spec else "?"
@@ -242,7 +244,8 @@ class WorkerEngine:
         if event["ev"] == "error":
             self._stop()
             self._spec = None
-            raise _friendly("load", event["message"], spec)
+            kind = "user" if event.get("kind") == "user" else "load"
+            raise _friendly(kind, event["message"], spec)
         self._info = event.get("info", {})
         log.info(
             "model %s loaded in %.2fs (%s)",

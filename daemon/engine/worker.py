@@ -64,8 +64,33 @@ VISION_HANDLERS = {
 }
 
 
+# GGUFs without a chat template (llama-cpp-python would fall back to Llama 2's format):
+# the format of the family, by general.architecture prefix.
+FAMILY_FORMATS = (("gemma", "gemma"), ("qwen", "chatml"))
+# Formats that have no system role: the system prompt goes first in the first user turn,
+# as these families' own templates do (llama-cpp-python's "gemma" drops it).
+NO_SYSTEM_ROLE = frozenset({"gemma"})
+
+
 class RequestCancelled(Exception):
     """Raised inside llama-cpp-python's generate loop to stop it."""
+
+
+class ModelProblem(Exception):
+    """Something about the model's files the user can fix: its text is shown as it is."""
+
+
+def fold_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The system messages prepended to the first user message (text content)."""
+    system = "\n\n".join(str(m["content"]) for m in messages if m.get("role") == "system")
+    rest = [dict(m) for m in messages if m.get("role") != "system"]
+    if not system:
+        return rest
+    for message in rest:
+        if message.get("role") == "user" and isinstance(message.get("content"), str):
+            message["content"] = f"{system}\n\n{message['content']}"
+            return rest
+    return [{"role": "user", "content": system}, *rest]
 
 
 def _redirect_output(log_path: str | None) -> Channel:
@@ -107,6 +132,7 @@ class Worker:
         self.inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.cancelled: set[int] = set()
         self.llm: Any = None
+        self.text_handler: Any = None  # text-only requests on a vision model
         self.info: dict[str, Any] = {}
         self.active: int | None = None
         self.last_done = 0  # ids only grow; a cancel for a finished request is ignored
@@ -168,6 +194,8 @@ class Worker:
                             "message": f"unknown op {message['op']!r}",
                         }
                     )
+            except ModelProblem as err:
+                self.send({"ev": "error", "id": request_id, "kind": "user", "message": str(err)})
             except Exception as err:  # reported to the daemon side, which decides
                 self.send(
                     {
@@ -183,6 +211,7 @@ class Worker:
         import llama_cpp
 
         started = time.perf_counter()
+        self.text_handler = None
         gpu = bool(llama_cpp.llama_supports_gpu_offload())
         n_gpu_layers = spec.get("n_gpu_layers")
         if n_gpu_layers is None:
@@ -218,6 +247,21 @@ class Worker:
             # a wrong or damaged file a load error, and keeps its load time out of the
             # first request's image_encode_s.
             init_projector(llm)
+        template = llm.metadata.get("tokenizer.chat_template")
+        if chat_handler is not None:
+            _check_vision_template(chat_handler, llm, spec)
+            # Text-only requests skip the vision handler, which clears the cache every
+            # time: through the GGUF's template they reuse the prompt prefix as usual.
+            self.text_handler = getattr(llm, "_chat_handlers", {}).get("chat_template.default")
+        elif chat_format is None and not template:
+            arch = str(llm.metadata.get("general.architecture", ""))
+            guessed = next((f for prefix, f in FAMILY_FORMATS if arch.startswith(prefix)), None)
+            if guessed is not None:
+                llm.chat_format = guessed
+            else:
+                print(f"yomitori: {spec['path']} has no chat template; using "
+                      f"{llm.chat_format!r} (set chat_format in models.toml)",
+                      file=sys.stderr)  # fmt: skip
         self.llm = llm
         self.info = {
             "model_path": spec["path"],
@@ -250,12 +294,20 @@ class Worker:
         self.active = request_id
         started = time.perf_counter()
         llm.begin_request(lambda: request_id in self.cancelled)
+        has_image = any(isinstance(m.get("content"), list) for m in messages)
+        if llm.chat_format in NO_SYSTEM_ROLE and self.text_handler is None:
+            messages = fold_system(messages)
         first: float | None = None
         finish = "stop"
         pending: list[str] = []
         last_send = 0.0  # the first piece goes out at once (time to first token)
         try:
-            for chunk in llm.create_chat_completion(messages, stream=True, **kwargs):
+            # A vision handler evaluates the prompt (images too) before it returns.
+            if self.text_handler is not None and not has_image:
+                stream = self.text_handler(llama=llm, messages=messages, stream=True, **kwargs)
+            else:
+                stream = llm.create_chat_completion(messages, stream=True, **kwargs)
+            for chunk in stream:
                 choice = chunk["choices"][0]
                 piece = choice.get("delta", {}).get("content")
                 if piece:
@@ -283,7 +335,6 @@ class Worker:
                 self.send({"ev": "chunk", "id": request_id, "text": "".join(pending)})
         if request_id in self.cancelled:
             finish = "cancelled"
-        has_image = any(isinstance(m.get("content"), list) for m in messages)
         image_encode_s = counts.pop("pre_eval_s", 0.0)
         if has_image:
             counts["image_encode_s"] = image_encode_s
@@ -301,6 +352,22 @@ class Worker:
                 },
             }
         )
+
+
+def _check_vision_template(handler: Any, llm: Any, spec: dict[str, Any]) -> None:
+    """The generic handler renders prompts with the GGUF's chat template: say so at load
+    when there is none, not on the first image."""
+    get_template = getattr(handler, "_get_chat_template", None)
+    if get_template is None:
+        return
+    try:
+        get_template(llm)
+    except ValueError:
+        raise ModelProblem(
+            f"The model file {spec['path']} has no chat template, which image actions need: "
+            "use a GGUF of this model that includes one, or set chat_format in models.toml "
+            f"to the model's family ({', '.join(VISION_HANDLERS)})."
+        ) from None
 
 
 def _make_llama(**kwargs: Any) -> Any:
@@ -327,6 +394,8 @@ def _make_llama(**kwargs: Any) -> Any:
             self._counts = {"prompt_tokens": 0, "reused_tokens": 0, "completion_tokens": 0}
             self._generating = False
             self._prefilled = False  # a chat handler evaluated (part of) the prompt
+            self._text_end: int | None = None  # where the handler's last text piece ended
+            self._image_at: int | None = None  # the first position an image filled
             self._prompt_done = False
             self._prompt_eval_s = 0.0
             self._pre_eval_s = 0.0
@@ -342,11 +411,26 @@ def _make_llama(**kwargs: Any) -> Any:
             # text, i.e. reading, encoding and decoding the images.
             counts["pre_eval_s"] = round(self._pre_eval_s, 4)
             self._is_cancelled = lambda: False
+            if self._image_at is not None:
+                # input_ids holds no tokens for image positions (mtmd wrote only the
+                # cache), so only the text before the first image may be matched by
+                # the next prompt: the system prompt is still reused.
+                self.n_tokens = min(self.n_tokens, self._image_at)
             return counts
 
         def generate(self, tokens: Any, *args: Any, **kwargs: Any) -> Any:
             self._generating = True
+            self._note_image()
             return super().generate(tokens, *args, **kwargs)
+
+        def _note_image(self) -> None:
+            """Before each text piece of a handler's prompt (and before generate): did an
+            image fill positions since the last piece?  The handler starts from 0."""
+            if not self._prefilled:
+                return
+            end = self._text_end or 0
+            if self.n_tokens != end and self._image_at is None:
+                self._image_at = end
 
         def eval(self, tokens: Any) -> None:
             if self._is_cancelled():
@@ -359,7 +443,9 @@ def _make_llama(**kwargs: Any) -> Any:
             if not self._generating:
                 # A chat handler's text piece, between or around the images.
                 self._prefilled = True
+                self._note_image()  # an image first, before any text: from position 0
                 self._eval_prompt(tokens)
+                self._text_end = self.n_tokens
                 self._prompt_eval_s += time.perf_counter() - started
                 return
             # The handler started from an empty cache: nothing of the prompt was reused.
