@@ -63,10 +63,14 @@ def check_payload(template: Template, payload: Payload, spec: ModelSpec | None =
             f"'{template.name}' got data that is not a PNG, JPEG, WebP, GIF or BMP image."
         )
     if spec is not None and not spec.vision:
-        raise UserInputError(
-            f"'{template.name}' needs a vision model, and '{spec.name}' has none: add its mmproj "
-            "file to the model in models.toml, or pick a vision model with --model."
-        )
+        raise no_vision(template.name, spec.name)
+
+
+def no_vision(action: str, model: str) -> UserInputError:
+    return UserInputError(
+        f"'{action}' needs a vision model, and '{model}' has none: add its mmproj file to the "
+        "model in models.toml, or pick a vision model with --model."
+    )
 
 
 def prepare(

@@ -28,7 +28,7 @@ from daemon.cli_daemon import (
 )
 from daemon.config import template_folders
 from daemon.errors import Cancelled, UserInputError, YomitoriError
-from daemon.models import TINY, check_spec, load_models, resolve_model, tiny_available
+from daemon.models import TINY, check_spec, load_models, tiny_available
 from daemon.prompts import load_templates
 
 
@@ -194,9 +194,9 @@ def cmd_do(args: argparse.Namespace) -> int:
     values, options = pipeline.split_values(args.action, templates, pairs)
     pipeline.validate(args.action, templates, values)
     pipeline.check_input(args.action, templates, payload)  # input mistakes before model work
-    engine = spec = None
-    if pipeline.needs_model(args.action, templates, values):
-        spec = resolve_model(args.model, load_models())
+    engine = None
+    spec = pipeline.model_for(args.action, templates, values, args.model, load_models())
+    if spec is not None:
         check_spec(spec)
         from daemon.engine.client import WorkerEngine
 

@@ -146,8 +146,13 @@ def _looks_like_path(text: str) -> bool:
     return text.lower().endswith(".gguf") or "/" in text or "\\" in text or Path(text).exists()
 
 
-def resolve_model(choice: str | None, config: ModelsConfig) -> ModelSpec:
-    """Pick the model: ``--model`` > ``YOMITORI_MODEL`` > config default."""
+def resolve_model(
+    choice: str | None, config: ModelsConfig, vision_for: str | None = None
+) -> ModelSpec:
+    """Pick the model: ``--model`` > ``YOMITORI_MODEL`` > config default.
+
+    ``vision_for`` names an action that needs a vision model, for the message when
+    no model is configured at all."""
     source = "--model"
     if choice is None and platform.env_model():
         choice, source = platform.env_model(), "YOMITORI_MODEL"
@@ -155,6 +160,11 @@ def resolve_model(choice: str | None, config: ModelsConfig) -> ModelSpec:
         choice = config.default
         if choice is None and len(config.models) == 1:
             choice = next(iter(config.models))
+        if choice is None and vision_for is not None:
+            raise ModelError(
+                f"'{vision_for}' needs a vision model and none is configured: add one with "
+                f"its mmproj file to {config.path} (see README, Models), or pass --model NAME."
+            )
         if choice is None:
             hint = " or try the demo model with --model tiny" if tiny_available() else ""
             raise ModelError(

@@ -12,11 +12,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemon.actions import ActionResult, Payload, run_action
+from daemon.actions import ActionResult, Payload, no_vision, run_action
 from daemon.engine import Engine
 from daemon.errors import UserInputError
 from daemon.images import check_image, open_image, prepare_for_model
-from daemon.models import ModelSpec
+from daemon.models import ModelsConfig, ModelSpec, resolve_model
 from daemon.prompts import Template, TemplateSet, render, split_pairs
 
 OCR = "ocr"
@@ -80,6 +80,26 @@ def wants_image(name: str, templates: TemplateSet) -> bool:
 def needs_model(name: str, templates: TemplateSet, values: Mapping[str, str]) -> bool:
     steps = steps_of(name, templates)
     return any(s != OCR for s in steps) or values.get("engine") == "vlm"
+
+
+def needs_vision(name: str, templates: TemplateSet, values: Mapping[str, str]) -> bool:
+    steps = steps_of(name, templates)
+    if OCR in steps and values.get("engine") == "vlm":
+        return True
+    return any(s != OCR and templates.get(s).kind == "image" for s in steps)
+
+
+def model_for(name: str, templates: TemplateSet, values: Mapping[str, str],
+              choice: str | None, models: ModelsConfig) -> ModelSpec | None:  # fmt: skip
+    """The model the action will run on (None: it needs none), refused before it loads
+    when it cannot do the action."""
+    if not needs_model(name, templates, values):
+        return None
+    vision = needs_vision(name, templates, values)
+    spec = resolve_model(choice, models, vision_for=name if vision else None)
+    if vision and not spec.vision:
+        raise no_vision(name, spec.name)
+    return spec
 
 
 def validate(name: str, templates: TemplateSet, values: Mapping[str, str]) -> None:

@@ -304,9 +304,10 @@ class Service:
         payload = read_source(self.io, job)
         pipeline.check_input(job.action, self.templates, payload)
         load_s = 0.0
-        spec: ModelSpec | None = None
-        if pipeline.needs_model(job.action, self.templates, values):
-            spec = self.current_spec(job.model)
+        spec = pipeline.model_for(job.action, self.templates, values,
+                                  job.model or self.model_name, self.models)  # fmt: skip
+        if spec is not None:
+            check_spec(spec)
             if not self.engine.loaded or self.engine.spec != spec:
                 self._set_state("loading")
                 load_s = self.engine.load(spec)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, needs_model, run_cli
+from PIL import Image
 
 
 def png(width: int = 32, height: int = 32) -> bytes:
@@ -201,6 +202,14 @@ def test_usage_error_is_one_line():
 def test_no_model_configured_says_what_to_do():
     done = run_cli("do", "translate_en", "--text", "x")
     assert_one_line_error(done, "No model configured", "models.toml", "--model")
+
+
+def test_no_vision_model_configured_says_so_for_an_image_action(tmp_path):
+    image = tmp_path / "red.png"
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(image)
+    done = run_cli("do", "caption", "--image", str(image))
+    assert_one_line_error(done, "'caption' needs a vision model and none is configured",
+                          "mmproj", "models.toml", "--model")  # fmt: skip
 
 
 def test_env_model_path_is_used(tmp_path):

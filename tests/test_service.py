@@ -586,6 +586,18 @@ def test_ocr_translate_chains_ocr_into_the_model(h: Harness) -> None:
     assert "comma-separated tags" in messages[0]["content"]
 
 
+@pytest.mark.parametrize(("action", "engine_var"), [("caption", None), ("ocr", "vlm")])
+def test_an_image_model_action_on_a_text_model_is_refused_before_loading(
+    h: Harness, action: str, engine_var: str | None
+) -> None:
+    h.io.region = png()
+    h.hotkey(Job(action=action, source="region", vars={"engine": engine_var} if engine_var else {}))
+    ((title, body),) = failures(h.io)
+    assert title == f"{action} failed"
+    assert "needs a vision model, and 'm' has none" in body and "mmproj" in body
+    assert h.engine.loads == [] and h.engine.calls == []  # no seconds spent loading first
+
+
 def test_a_step_cut_at_max_tokens_is_reported_as_length(h: Harness) -> None:
     h.engine.then(Generation(text="A cat", finish_reason="length"))
     result = h.run(Job(action="translate_en", text="猫"))
