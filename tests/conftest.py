@@ -3,8 +3,10 @@ the tiny real model (gemma-3-270m) is loaded once per session."""
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -14,6 +16,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 _HOME = Path(tempfile.mkdtemp(prefix="yomitori-tests-"))
+# Everything a test makes with tempfile (daemon folders, dunst's config…) lives here too,
+# and all of it, the assembled tiny model included (~250 MB), goes when the run ends.
+(_HOME / "tmp").mkdir()
+tempfile.tempdir = str(_HOME / "tmp")
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 # Set before anything reads them, so no test touches the real user folders.
 for _var, _sub in (
     ("YOMITORI_CONFIG_DIR", "config"),
