@@ -64,7 +64,8 @@ def overlay_bench(runs: int = 10) -> dict[str, Any]:
     if runs < 1:
         raise UserInputError("The overlay benchmark needs at least one run.")
     selector = RegionSelector()  # raises UserInputError without a display
-    warm_up()  # as the daemon does on its action thread
+    warm_up()  # as the daemon's overlay process does when it starts
+    selector.warm(grab_screen())
     shown: list[float] = []
     all_shown: list[float] = []
     mapped: list[float] = []

@@ -110,10 +110,13 @@ class Overlay:
         self._lens.place_forget()
         self._label.place_forget()
         self.canvas.itemconfigure(self._border, state="hidden")
-        # Let go of the images so they can be freed (on this thread, by the caller).
+        self.clear()
+        self.sync()  # the overlay is off the screen before anyone grabs the screen again
+
+    def clear(self) -> None:
+        """Let go of the images so they can be freed (on this thread, by the caller)."""
         for item in self._dim:
             self.canvas.delete(item)
         for item, _x, _y in self._bright:
             self._lens.delete(item)
         self._dim, self._bright, self._corner = [], [], (0, 0)
-        self.sync()  # the overlay is off the screen before anyone grabs the screen again

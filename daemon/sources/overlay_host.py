@@ -12,6 +12,7 @@ Requests (see :mod:`daemon.engine.helper`): ``{"op": "select", "repeat"}`` →
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import threading
@@ -29,6 +30,8 @@ def _serve(channel: Channel, selector: Any) -> None:
         selector.wait_ready()
         warm_up()
         channel.send({"ev": "ready"})
+        with contextlib.suppress(UserInputError):
+            selector.warm(grab_screen())
     except BaseException as err:  # no display, no Tk: say so, then stop
         channel.send(error_reply(0, UserInputError(str(err))))
         selector.close()

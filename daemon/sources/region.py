@@ -149,6 +149,14 @@ class RegionSelector:
             self.last_region = request.region
         return request.region
 
+    def warm(self, shot: Screenshot) -> None:
+        """Convert ``shot`` once into the hidden overlay, so the first hotkey finds Tk's
+        and the X server's image memory already sized (the first overlay of a session
+        was the slowest)."""
+        done = threading.Event()
+        self._call(self._warm, shot, done)
+        done.wait(30)
+
     def cancel(self) -> None:
         """Close the overlay as if Esc was pressed (safe from any thread)."""
         self._call(self._finish)
@@ -280,6 +288,20 @@ class RegionSelector:
                 self._root.after(GRAB_RETRY_MS, self._grab, request, tries + 1)
             else:
                 log.warning("the overlay could not grab the keyboard (%s)", err)
+
+    def _warm(self, shot: Screenshot, done: threading.Event) -> None:
+        photos = []
+        try:
+            if self._request is None:
+                for x0, y0, x1, y1 in monitor_tiles(shot):
+                    photos.append(ImageTk.PhotoImage(dimmed(shot.image.crop((x0, y0, x1, y1))),
+                                                     master=self._root))  # fmt: skip
+                    self._ui.add_dim(photos[-1], x0, y0)
+                self._ui.top.update_idletasks()
+                self._ui.clear()
+        finally:
+            photos.clear()  # freed here, on the Tk thread
+            done.set()
 
     def _fill(self, request: _Request) -> None:
         """The other monitors, then the undimmed tiles, one per idle turn of the event
