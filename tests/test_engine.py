@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import threading
@@ -140,6 +141,16 @@ def test_unload_gives_memory_back(tiny_spec):
     assert loaded - after > 100 * 2**20, "unloading should give that memory back"
     assert not psutil.pid_exists(worker_pid) or psutil.Process(worker_pid).status() == "zombie"
     assert engine.stats()["loaded"] is False
+
+
+def test_a_forgotten_engine_takes_its_worker_with_it(tiny_spec):
+    engine = WorkerEngine()
+    engine.load(tiny_spec)
+    worker = psutil.Process(engine.pid)
+    del engine
+    gc.collect()
+    _gone, alive = psutil.wait_procs([worker], timeout=10)
+    assert not alive, "the worker outlived its engine"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV])

@@ -29,7 +29,7 @@ def test_reads_through_the_process_and_stops_to_free_memory(process):
     sample = next(s for s in SAMPLES if s.name == "ja_light_20")
     found = reader.recognize(render(sample))
     assert cer(sample.truth, found.text) == 0 and found.vertical is False
-    pid = process._proc.pid
+    pid = process._child.pid
     assert reader.running and psutil.Process(pid).memory_info().rss > 50 * 2**20
     reader.release()
     assert not reader.running
@@ -39,7 +39,7 @@ def test_reads_through_the_process_and_stops_to_free_memory(process):
 def test_a_killed_process_fails_one_request_then_restarts(process):
     reader = RemoteOcr(process, "rapidocr")
     reader.warm_up()
-    os.kill(process._proc.pid, signal.SIGKILL)
+    os.kill(process._child.pid, signal.SIGKILL)
     sample = next(s for s in SAMPLES if s.name == "en_light_16")
     with pytest.raises(YomitoriError, match="stopped unexpectedly"):
         reader.recognize(render(sample))

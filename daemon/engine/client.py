@@ -11,28 +11,19 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import os
-import queue
 import signal
-import subprocess
-import sys
 import threading
 import time
-import weakref
 from pathlib import Path
 from typing import Any
 
 from daemon import platform
 from daemon.engine import Generation, TextSink
-from daemon.engine.channel import Channel
+from daemon.engine.process import Child, ChildDied
 from daemon.errors import Cancelled, EngineError, ModelError, WorkerCrashed, YomitoriError
 from daemon.models import ModelSpec
 
 log = logging.getLogger(__name__)
-
-# How often a waiting request checks that the worker is still alive; a dead
-# worker normally shows up at once as end-of-file on its pipe.
-_POLL_S = 0.5
 
 
 def describe_exit(code: int | None) -> str:
@@ -80,8 +71,7 @@ class WorkerEngine:
     def __init__(self, log_path: Path | None = None, cancel_grace_s: float = 1.5) -> None:
         self._log_path = log_path if log_path is not None else platform.log_dir() / "worker.log"
         self._cancel_grace_s = cancel_grace_s
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._channel: Channel | None = None
+        self._child: Child | None = None
         self._spec: ModelSpec | None = None
         self._info: dict[str, Any] = {}
         self._ids = itertools.count(1)
@@ -89,7 +79,6 @@ class WorkerEngine:
         self._active: int | None = None
         self._killed_for_cancel: int | None = None
         self.last: Generation | None = None
-        weakref.finalize(self, WorkerEngine._reap, self.__dict__)
 
     # -- public protocol --------------------------------------------------
     @property
@@ -102,7 +91,8 @@ class WorkerEngine:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._alive() else None
+        child = self._child
+        return child.pid if child is not None and child.alive else None
 
     def load(self, spec: ModelSpec) -> float:
         with self._request_lock:
@@ -195,8 +185,8 @@ class WorkerEngine:
             "pid": self.pid,
             **{k: v for k, v in self._info.items() if k != "model_path"},
         }
-        if self._alive():
-            state["rss_bytes"] = _rss(self._proc.pid)
+        if state["pid"] is not None:
+            state["rss_bytes"] = _rss(state["pid"])
             state["log"] = str(self._log_path)
             # Only an idle worker is asked (a running request owns the channel);
             # it answers from its reader thread at once.
@@ -220,7 +210,7 @@ class WorkerEngine:
 
     # -- process management -----------------------------------------------
     def _alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self.pid is not None
 
     def _ensure(self, spec: ModelSpec) -> float:
         """Make ``spec`` resident (starting or replacing the worker); seconds taken."""
@@ -229,16 +219,16 @@ class WorkerEngine:
             return 0.0
         self._stop()
         started = time.perf_counter()
-        self._proc, self._channel = spawn_worker(self._log_path)
+        self._child = Child("daemon.engine.worker", self._log_path)
         self._spec = spec
         request_id = next(self._ids)
-        self._send({"op": "load", "id": request_id, "spec": spec.wire()})
         try:
+            self._send({"op": "load", "id": request_id, "spec": spec.wire()})
             event = self._receive(request_id)
         except WorkerCrashed as err:
             self._spec = None
             raise WorkerCrashed(
-                f"The model worker crashed while loading '{spec.name}' ({err.__cause__ or err}); "
+                f"The model worker crashed while loading '{spec.name}' ({err}); "
                 f"see {self._log_path} for llama.cpp's messages."
             ) from None
         if event["ev"] == "error":
@@ -256,82 +246,45 @@ class WorkerEngine:
         return time.perf_counter() - started
 
     def _send(self, message: dict[str, Any]) -> None:
-        if self._channel is None:
+        child = self._child
+        if child is None:
             raise WorkerCrashed("The model worker is not running.")
         try:
-            self._channel.send(message)
-        except (OSError, ValueError):
+            child.send(message)
+        except ChildDied:
             raise self._crashed() from None
 
     def _receive(self, request_id: int, timeout: float | None = None) -> dict[str, Any]:
         """The next event for ``request_id``; raises WorkerCrashed if the worker dies."""
-        channel = self._channel
-        if channel is None:
+        child = self._child
+        if child is None:
             raise self._crashed()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                event = channel.inbox.get(timeout=_POLL_S)
-            except queue.Empty:
-                if not self._alive():
-                    raise self._crashed() from None
-                if deadline is not None and time.monotonic() > deadline:
-                    raise EngineError("The model worker did not answer in time.") from None
-                continue
-            if event.get("ev") == "eof":
-                raise self._crashed()
-            if event.get("id") == request_id:
-                return event
-            # otherwise: a late answer to an older request
+        try:
+            return child.receive(request_id, timeout)
+        except ChildDied:
+            raise self._crashed() from None
+        except TimeoutError:
+            raise EngineError("The model worker did not answer in time.") from None
 
     def _crashed(self) -> WorkerCrashed:
-        proc = self._proc
-        code = None
-        if proc is not None:
-            try:
-                code = proc.wait(timeout=1)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                code = proc.wait()
-        self._close_handles()
-        how = describe_exit(code)
+        child, self._child, self._info = self._child, None, {}
+        how = describe_exit(child.end(grace_s=1) if child is not None else None)
         log.warning("model worker stopped unexpectedly (%s)", how)
         return WorkerCrashed(
             f"The model worker stopped unexpectedly ({how}); the next request starts it again."
         )
 
     def _kill_if_still(self, request_id: int) -> None:
-        if self._active == request_id and self._alive():
+        child = self._child
+        if self._active == request_id and child is not None and child.alive:
             log.warning("worker ignored cancel for %.1fs; killing it", self._cancel_grace_s)
             self._killed_for_cancel = request_id
-            self._proc.kill()
+            child.proc.kill()
 
     def _stop(self) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            try:
-                self._send({"op": "unload"})
-                proc.wait(timeout=5)
-            except (WorkerCrashed, subprocess.TimeoutExpired):
-                proc.kill()
-                proc.wait(timeout=5)
-        self._close_handles()
-
-    def _close_handles(self) -> None:
-        if self._channel is not None:
-            self._channel.close()
-        self._channel = None
-        self._proc = None
-        self._info = {}
-
-    @staticmethod
-    def _reap(state: dict[str, Any]) -> None:
-        """At garbage collection or exit: never leave a worker holding VRAM."""
-        proc = state.get("_proc")
-        if proc is not None and proc.poll() is None:
-            proc.kill()
+        if self._child is not None:
+            self._child.end({"op": "unload"})
+        self._child, self._info = None, {}
 
 
 def _rss(pid: int) -> int | None:
@@ -341,37 +294,6 @@ def _rss(pid: int) -> int | None:
         return int(psutil.Process(pid).memory_info().rss)
     except Exception:  # the process may exit between the check and the read
         return None
-
-
-def _worker_env() -> dict[str, str]:
-    """The parent's environment, with this copy of the package importable."""
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    return env
-
-
-def spawn_worker(
-    log_path: Path, module: str = "daemon.engine.worker"
-) -> tuple[subprocess.Popen[bytes], Channel]:
-    """Start ``python -m MODULE`` with its pipes as the channel."""
-    windows = platform.is_windows()
-    # No console window flashing up on Windows.
-    flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if windows else 0
-    proc = subprocess.Popen(
-        [sys.executable, "-m", module, "--log", str(log_path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=_worker_env(),
-        creationflags=flags,
-        # Ctrl-C in the terminal is the daemon side's to handle (it cancels).
-        start_new_session=not windows,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    channel = Channel(proc.stdout, proc.stdin)
-    channel.start_reader(f"worker-{proc.pid}-reader")
-    return proc, channel
 
 
 __all__ = ["Cancelled", "WorkerEngine", "describe_exit"]

@@ -10,19 +10,15 @@ and exits on ``{"op": "stop"}`` or when the daemon's end of the pipe closes.
 from __future__ import annotations
 
 import argparse
-import queue
 import signal
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from daemon.engine.channel import Channel
+from daemon.engine.process import Child, ChildDied, Message
 from daemon.errors import UserInputError, YomitoriError
-
-Message = dict[str, Any]
-
 
 # -- the helper's side ------------------------------------------------------------
 
@@ -73,8 +69,7 @@ class HelperProcess:
         self.what = what  # "the OCR process": for messages
         self._log = platform.log_dir() / log_name
         self._lock = threading.Lock()
-        self._proc: Any = None
-        self._channel: Channel | None = None
+        self._child: Child | None = None
         self._ids = 0
 
     def set_log(self, path: Path) -> None:
@@ -82,7 +77,7 @@ class HelperProcess:
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._child is not None and self._child.alive
 
     def start(self) -> None:
         with self._lock:
@@ -91,11 +86,13 @@ class HelperProcess:
     def request(self, message: Message, timeout: float | None = 120) -> Message:
         """Send one request and return its ``done`` reply; raise on an error reply."""
         with self._lock:
-            self._start_locked()
-            assert self._channel is not None
+            child = self._start_locked()
             self._ids += 1
-            self._channel.send({**message, "id": self._ids})
-            reply = self._next(self._ids, timeout)
+            try:
+                child.send({**message, "id": self._ids})
+                reply = child.receive(self._ids, timeout)
+            except (ChildDied, TimeoutError):
+                raise self._gone() from None
         if reply["ev"] == "error":
             if reply.get("kind") == "user":
                 raise UserInputError(reply["message"])
@@ -106,48 +103,28 @@ class HelperProcess:
         with self._lock:
             self._stop_locked()
 
-    def _start_locked(self) -> None:
-        if self.running:
-            return
-        from daemon.engine.client import spawn_worker
-
-        self._proc, self._channel = spawn_worker(self._log, self.module)
-        first = self._next(0, timeout=60)
+    def _start_locked(self) -> Child:
+        if self._child is not None and self._child.alive:
+            return self._child
+        self._stop_locked()  # what is left of one that died
+        self._child = child = Child(self.module, self._log)
+        try:
+            first = child.receive(0, timeout=60)
+        except (ChildDied, TimeoutError):
+            raise self._gone() from None
         if first.get("ev") == "error":
             self._stop_locked()
             raise UserInputError(first.get("message") or f"{self.what} could not start.")
+        return child
 
-    def _next(self, request_id: int, timeout: float | None) -> Message:
-        """The reply to ``request_id`` (0: the start-up word); raises if the helper dies."""
-        assert self._channel is not None
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while deadline is None or time.monotonic() < deadline:
-            try:
-                reply = self._channel.inbox.get(timeout=0.5)
-            except queue.Empty:
-                if not self.running:
-                    break
-                continue
-            if reply.get("ev") == "eof":
-                break
-            if request_id == 0 and reply.get("ev") == "ready":
-                return reply
-            if reply.get("id") == request_id:
-                return reply
+    def _gone(self) -> YomitoriError:
+        """Stop what is left of a helper that died or hung: the error to raise."""
         self._stop_locked()
-        raise YomitoriError(
+        return YomitoriError(
             f"{self.what.capitalize()} stopped unexpectedly; the next request starts it again."
         )
 
     def _stop_locked(self) -> None:
-        if self._proc is None:
-            return
-        if self._proc.poll() is None and self._channel is not None:
-            try:
-                self._channel.send({"op": "stop"})
-                self._proc.wait(timeout=5)
-            except Exception:
-                self._proc.kill()
-        if self._channel is not None:
-            self._channel.close()
-        self._proc, self._channel = None, None
+        if self._child is not None:
+            self._child.end({"op": "stop"})
+        self._child = None
