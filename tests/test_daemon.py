@@ -446,3 +446,30 @@ def test_overlay_runs_apart_and_comes_back_after_a_crash(desk, daemon):
     new = wait_for(lambda: _overlay_hosts(daemon), 30)
     assert new and new[0].pid != hosts[0].pid
     assert daemon.proc.poll() is None and desk.clipboard() == "untouched"
+
+
+def _overlay_shown(desk) -> bool:
+    found = desk.run("xdotool", "search", "--onlyvisible", "--class", "YomitoriOverlay")
+    return bool(found.stdout.strip())
+
+
+def test_cancel_and_quit_close_an_open_overlay(desk):
+    # The overlay holds pointer and keyboard while it waits for a selection: `yomitori
+    # cancel` must close it, and quitting (or a logout's SIGTERM) must not wait for it.
+    daemon = Daemon(desk).start()
+    try:
+        desk.clear_notifications()
+        desk.key("ctrl+alt+o")
+        assert wait_for(lambda: _overlay_shown(desk), 15), daemon.log()
+        assert daemon.cli("cancel").returncode == 0
+        assert wait_for(lambda: not _overlay_shown(desk), 10)
+        desk.key("ctrl+alt+o")
+        assert wait_for(lambda: _overlay_shown(desk), 15)
+        started = time.monotonic()
+        assert daemon.cli("quit").returncode == 0
+        daemon.proc.wait(timeout=30)
+        assert time.monotonic() - started < 10
+        assert not _overlay_shown(desk)
+        assert not [n for n in desk.notifications() if "failed" in n["summary"]]
+    finally:
+        daemon.stop()

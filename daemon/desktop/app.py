@@ -254,6 +254,7 @@ class Daemon:
             return {"ok": error is None, "error": error}
         if cmd == "cancel":
             self.service.cancel()
+            self.service.io.overlay.interrupt()  # type: ignore[attr-defined]
             return {"ok": True}
         if cmd == "free":
             self.service.free_vram()

@@ -10,6 +10,9 @@ and exits on ``{"op": "stop"}`` or when the daemon's end of the pipe closes.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import queue
 import signal
 import threading
 from collections.abc import Callable, Sequence
@@ -19,6 +22,11 @@ from typing import Any
 from daemon.engine.channel import Channel
 from daemon.engine.process import Child, ChildDied, Message
 from daemon.errors import UserInputError, YomitoriError
+
+log = logging.getLogger(__name__)
+
+# A request still running this long after stop() interrupted it gets its helper killed.
+STOP_WAIT_S = 5.0
 
 # -- the helper's side ------------------------------------------------------------
 
@@ -43,12 +51,46 @@ def error_reply(request_id: Any, err: BaseException) -> Message:
             "message": f"{type(err).__name__}: {err}"}  # fmt: skip
 
 
-def serve(channel: Channel, handle: Callable[[Message], Message]) -> None:
-    """Answer requests one at a time until stop or end-of-file."""
+def serve(
+    channel: Channel,
+    handle: Callable[[Message], Message],
+    interrupt: Callable[[], None] | None = None,
+) -> None:
+    """Answer requests one at a time until stop or end-of-file.
+
+    With ``interrupt``, ``{"op": "cancel"}`` calls it at once, even while a request is
+    being handled (a selection on screen), and so do stop and end-of-file, after which
+    requests still queued are refused.
+    """
+    requests: queue.Queue[Message] = channel.inbox
+    stopping = threading.Event()
+    if interrupt is not None:
+        requests = queue.Queue()
+
+        def route() -> None:
+            while True:
+                message = channel.inbox.get()
+                ending = message.get("ev") == "eof" or message.get("op") == "stop"
+                if ending:
+                    stopping.set()
+                if ending or message.get("op") == "cancel":
+                    try:
+                        interrupt()
+                    except Exception:  # nothing to interrupt any more
+                        log.debug("interrupt failed", exc_info=True)
+                if message.get("op") != "cancel":
+                    requests.put(message)
+                if ending:
+                    return
+
+        threading.Thread(target=route, name="helper-router", daemon=True).start()
     while True:
-        message = channel.inbox.get()
+        message = requests.get()
         if message.get("ev") == "eof" or message.get("op") == "stop":
             return
+        if stopping.is_set():
+            channel.send(error_reply(message.get("id"), UserInputError("Stopping.")))
+            continue
         try:
             reply = {"ev": "done", "id": message.get("id"), **handle(message)}
         except Exception as err:  # reported to the daemon, which decides
@@ -99,9 +141,27 @@ class HelperProcess:
             raise YomitoriError(f"{self.what.capitalize()} failed ({reply['message'][:160]}).")
         return reply
 
+    def interrupt(self) -> None:
+        """Ask the helper to drop the request it is busy with (a helper that serves with
+        an ``interrupt``); safe from any thread, a no-op when none runs."""
+        child = self._child
+        if child is not None and child.alive:
+            with contextlib.suppress(ChildDied):
+                child.send({"op": "cancel"})
+
     def stop(self) -> None:
-        with self._lock:
+        """Stop the helper.  One busy with a request (a selection waiting on screen) is
+        interrupted first, and killed if the request does not let go in a few seconds."""
+        self.interrupt()
+        if not self._lock.acquire(timeout=STOP_WAIT_S):
+            child = self._child
+            if child is not None:
+                child.proc.kill()  # the waiting request sees it die and lets go
+            self._lock.acquire()
+        try:
             self._stop_locked()
+        finally:
+            self._lock.release()
 
     def _start_locked(self) -> Child:
         if self._child is not None and self._child.alive:

@@ -50,7 +50,7 @@ def _serve(channel: Channel, selector: Any) -> None:
         region.crop(shot).save(buffer, format="PNG", compress_level=1)
         return {"region": region.as_dict(), "png": base64.b64encode(buffer.getvalue()).decode()}
 
-    serve(channel, handle)
+    serve(channel, handle, interrupt=selector.cancel)  # cancel, stop: close the overlay
     selector.close()
 
 

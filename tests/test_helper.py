@@ -1,0 +1,56 @@
+"""The helper processes' request loop (daemon/engine/helper.py), without a process."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any
+
+from xdesktop import wait_for
+
+from daemon.engine.helper import serve
+
+
+class FakeChannel:
+    def __init__(self) -> None:
+        self.inbox: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.sent: list[dict[str, Any]] = []
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+
+def test_cancel_interrupts_the_busy_request_and_stop_refuses_what_is_queued():
+    channel = FakeChannel()
+    released = threading.Event()
+    started: list[int] = []
+
+    def handle(message: dict[str, Any]) -> dict[str, Any]:
+        started.append(message["id"])
+        assert released.wait(10), "never interrupted"
+        released.clear()
+        return {"n": message["id"]}
+
+    loop = threading.Thread(target=serve, args=(channel, handle, released.set))
+    loop.start()
+    channel.inbox.put({"op": "select", "id": 1})
+    assert wait_for(lambda: started == [1], 5)
+    channel.inbox.put({"op": "cancel"})  # arrives while request 1 is being handled
+    assert wait_for(lambda: [m["id"] for m in channel.sent] == [1], 5)
+    channel.inbox.put({"op": "select", "id": 2})
+    assert wait_for(lambda: started == [1, 2], 5)
+    channel.inbox.put({"op": "select", "id": 3})
+    channel.inbox.put({"op": "stop"})  # interrupts 2; 3 is refused, never handled
+    loop.join(10)
+    assert not loop.is_alive()
+    assert started == [1, 2]
+    assert [(m["id"], m["ev"]) for m in channel.sent] == [(1, "done"), (2, "done"), (3, "error")]
+
+
+def test_without_interrupt_requests_are_answered_in_order_until_end_of_file():
+    channel = FakeChannel()
+    for n in (1, 2):
+        channel.inbox.put({"op": "ocr", "id": n})
+    channel.inbox.put({"ev": "eof"})
+    serve(channel, lambda m: {"n": m["id"] * 10})
+    assert channel.sent == [{"ev": "done", "id": 1, "n": 10}, {"ev": "done", "id": 2, "n": 20}]
