@@ -180,7 +180,7 @@ class WorkerEngine:
     def stats(self) -> dict[str, Any]:
         state: dict[str, Any] = {
             "model": self._spec.name if self._spec else None,
-            "loaded": self._alive(),
+            "loaded": self.loaded,
             "busy": self._active is not None,
             "pid": self.pid,
             **{k: v for k, v in self._info.items() if k != "model_path"},
