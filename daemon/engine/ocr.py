@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import shutil
 import subprocess
 import threading
@@ -225,6 +226,11 @@ class RapidOcr:
         return OcrResult(text=text, vertical=vertical, lines=lines, timings=timings)
 
 
+# tesseract's OpenMP threads cost more than they give on a screen crop: one thread reads
+# a vertical 24 px sample in 0.11 s instead of 0.33 s on 2 cores.
+_TESSERACT_ENV = {"OMP_THREAD_LIMIT": "1", **os.environ}
+
+
 @functools.cache
 def _tesseract_langs() -> frozenset[str]:
     if shutil.which("tesseract") is None:
@@ -275,6 +281,7 @@ class Tesseract:
         done = subprocess.run(
             ["tesseract", "stdin", "stdout", "-l", langs, "--psm", "5" if vertical else "6"],
             input=buffer.getvalue(), capture_output=True, timeout=60, check=False,
+            env=_TESSERACT_ENV,
         )  # fmt: skip
         if done.returncode != 0:
             detail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
