@@ -95,3 +95,15 @@ def is_x11() -> bool:
 
 def is_windows() -> bool:
     return sys.platform == "win32"
+
+
+def give_back_memory() -> None:
+    """Hand freed heap memory back to the system (glibc keeps big freed blocks once its
+    mmap threshold has grown: a 4K screenshot's worth stays otherwise).  No-op elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return
+    import contextlib
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl)
+        ctypes.CDLL(None).malloc_trim(0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from typing import Any
 
 from xdesktop import wait_for
@@ -54,3 +55,25 @@ def test_without_interrupt_requests_are_answered_in_order_until_end_of_file():
     channel.inbox.put({"ev": "eof"})
     serve(channel, lambda m: {"n": m["id"] * 10})
     assert channel.sent == [{"ev": "done", "id": 1, "n": 10}, {"ev": "done", "id": 2, "n": 20}]
+
+
+def test_the_overlay_gives_memory_back_only_after_a_quiet_spell(monkeypatch):
+    from daemon.sources import overlay_host
+
+    calls: list[float] = []
+    monkeypatch.setattr(overlay_host, "give_back_memory", lambda: calls.append(1.0))
+    idle = overlay_host._IdleTrim(0.3)
+    idle.schedule()
+    time.sleep(0.2)
+    idle.cancel()  # a selection came: the clock starts again after it
+    idle.schedule()
+    time.sleep(0.2)
+    assert calls == []
+    assert wait_for(lambda: calls == [1.0], 3)
+    idle.cancel()
+
+
+def test_give_back_memory_is_safe_to_call():
+    from daemon.platform import give_back_memory
+
+    give_back_memory()

@@ -7,7 +7,8 @@ X display, then measures in one run:
   the result; against ``do_warm_s``, the same action on the same input through
   a warm worker in-process (the ``do`` path).  The difference is the daemon's
   own overhead: hotkey listener, queue, clipboard read and write.
-- ``idle_rss_mb``: the daemon process without a model loaded.
+- ``idle_rss_mb``: the daemon process without a model loaded; ``idle_rss_total_mb``
+  with its helper processes (the warm overlay; the OCR process stops with the model).
 - ``idle_cpu_percent``: its CPU use while idle for ``idle_seconds``.
 
 The press time comes from an X event listener of the benchmark's own and the
@@ -197,8 +198,12 @@ def run_daemon_bench(model: str, runs: int, idle_seconds: float, say: Any) -> di
         cpu_before = sum(daemon.cpu_times()[:2])
         time.sleep(idle_seconds)
         cpu_used = sum(daemon.cpu_times()[:2]) - cpu_before
+        helpers = daemon.children(recursive=True)  # the overlay process (model and OCR freed)
         figures.update(
             idle_rss_mb=round(daemon.memory_info().rss / 2**20, 1),
+            idle_rss_total_mb=round(
+                sum(p.memory_info().rss for p in [daemon, *helpers] if p.is_running()) / 2**20, 1
+            ),
             idle_cpu_percent=round(100 * cpu_used / idle_seconds, 3),
             idle_seconds=idle_seconds,
         )
