@@ -26,7 +26,7 @@ from daemon.cli_daemon import (
     cmd_status,
     cmd_trigger,
 )
-from daemon.config import template_folders
+from daemon.config import SOURCES, template_folders
 from daemon.errors import Cancelled, UserInputError, YomitoriError
 from daemon.models import TINY, check_spec, load_models, tiny_available
 from daemon.prompts import load_templates
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     trigger.add_argument(
         "--source",
         default="clipboard",
-        choices=("clipboard", "selection", "region", "clipboard_image"),
+        choices=SOURCES,
     )
     trigger.add_argument("--text", help="use this text instead of a source")
     trigger.add_argument(

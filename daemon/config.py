@@ -39,11 +39,18 @@ class Settings:
     tray: bool = True
     max_image_side: int = 1024
     ocr_engine: str = "rapidocr"
+    region_capture: str = "auto"  # auto: the desktop's screenshot portal on Wayland
 
 
 _SETTING_KEYS = ("keep_alive", "cancel_hotkey", "history", "notify_chars", "queue_size",
-                 "notifier", "tray", "max_image_side", "ocr_engine")  # fmt: skip
+                 "notifier", "tray", "max_image_side", "ocr_engine", "region_capture")  # fmt: skip
 NOTIFIERS = ("auto", "tray", "dbus", "notify-send", "osascript", "none")
+# Settings that take one of a few words.
+_CHOICES = {
+    "ocr_engine": ("rapidocr", "tesseract", "vlm"),
+    "notifier": NOTIFIERS,
+    "region_capture": ("auto", "overlay", "portal"),
+}
 
 
 @dataclass(frozen=True)
@@ -103,23 +110,17 @@ def _settings(doc: TomlDoc, values: dict[str, Any]) -> None:
             values["keep_alive_s"] = parse_duration(value, sub.where(key))
         elif key in ("history", "tray"):
             values[key] = expect_type(sub, key, value, bool)
-        elif key == "ocr_engine":
-            if value not in ("rapidocr", "tesseract", "vlm"):
-                raise ConfigError(
-                    f"{sub.where(key)}: ocr_engine must be rapidocr, tesseract or vlm."
-                )
+        elif key in _CHOICES:
+            if value not in _CHOICES[key]:
+                words = _CHOICES[key]
+                raise ConfigError(f"{sub.where(key)}: {key} must be "
+                                  f"{', '.join(words[:-1])} or {words[-1]}.")  # fmt: skip
             values[key] = value
         elif key in ("notify_chars", "queue_size", "max_image_side"):
             number = expect_type(sub, key, value, int)
             if number < 1:
                 raise ConfigError(f"{sub.where(key)}: {key} must be at least 1.")
             values[key] = number
-        elif key == "notifier":
-            if value not in NOTIFIERS:
-                raise ConfigError(
-                    f"{sub.where(key)}: notifier must be one of {', '.join(NOTIFIERS)}."
-                )
-            values[key] = value
         else:
             values[key] = expect_type(sub, key, value, str)
     if "cancel_hotkey" in table:

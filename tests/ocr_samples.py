@@ -162,6 +162,17 @@ def render(sample: Sample) -> Image.Image:
     return image
 
 
+def saved_sample(name: str, path: Path) -> Sample:
+    """For a test: the sample ``name`` rendered into ``path`` (skips without the font)."""
+    if font_path() is None:
+        import pytest
+
+        pytest.skip("needs a Japanese font (fonts-ipafont-gothic)")
+    sample = next(s for s in SAMPLES if s.name == name)
+    render(sample).save(path)
+    return sample
+
+
 def write_set(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for sample in SAMPLES:

@@ -319,8 +319,21 @@ def test_bad_notifier_named(tmp_path, value):
     user = write(tmp_path / "user.toml", f"[settings]\ntray = true\nnotifier = {value}\n")
     message = config_error([user])
     assert message.startswith(at(user, 3))
-    assert "notifier must be one of" in message
-    assert "notify-send" in message
+    assert "notifier must be auto, tray, dbus, notify-send, osascript or none." in message
+
+
+@pytest.mark.parametrize("value", ['"wayland"', "true", '"Portal"'])
+def test_bad_region_capture_named(tmp_path, value):
+    user = write(tmp_path / "user.toml", f"[settings]\nregion_capture = {value}\n")
+    message = config_error([user])
+    assert message.startswith(at(user, 2))
+    assert "region_capture must be auto, overlay or portal." in message
+
+
+def test_region_capture_setting(tmp_path):
+    user = write(tmp_path / "user.toml", '[settings]\nregion_capture = "portal"\n')
+    assert load_config([user]).settings.region_capture == "portal"
+    assert Settings().region_capture == "auto"
 
 
 @pytest.mark.parametrize("key", ["notify_chars", "queue_size"])

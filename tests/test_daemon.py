@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import HAVE_LLAMA, HAVE_TINY, ROOT
+from PIL import Image
 from xdesktop import desktop, missing_tools, wait_for
 
 pytestmark = [
@@ -387,14 +388,11 @@ TK_PICTURE = textwrap.dedent("""
 
 
 def test_region_hotkey_reads_the_text_under_the_dragged_box(desk, daemon, tmp_path):
-    from ocr_samples import SAMPLES, cer, font_path, render
+    from ocr_samples import cer, saved_sample
 
-    if font_path() is None:
-        pytest.skip("needs a Japanese font (fonts-ipafont-gothic)")
-    sample = next(s for s in SAMPLES if s.name == "ja_light_20")
     picture = tmp_path / "text.png"
-    image = render(sample)
-    image.save(picture)
+    sample = saved_sample("ja_light_20", picture)
+    image = Image.open(picture)
     ready = tmp_path / "ready"
     window = subprocess.Popen([sys.executable, "-c", TK_PICTURE, str(picture), str(ready)],
                               env=desk.full_env())  # fmt: skip
@@ -473,3 +471,38 @@ def test_cancel_and_quit_close_an_open_overlay(desk):
         assert not [n for n in desk.notifications() if "failed" in n["summary"]]
     finally:
         daemon.stop()
+
+
+def test_on_wayland_regions_come_from_the_desktops_screenshot_portal(desk, tmp_path):
+    # region_capture = "portal" is what "auto" picks on a Wayland session: the desktop's
+    # own selection UI (here a stand-in portal on the session bus) hands back the PNG.
+    from ocr_samples import cer, saved_sample
+
+    picture = tmp_path / "selected.png"
+    sample = saved_sample("ja_light_20", picture)
+    pictures = tmp_path / "Pictures"
+    pictures.mkdir()
+    portal = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "fake_portal.py"), "ok", str(picture),
+         str(pictures)], stdout=subprocess.PIPE, text=True, env=desk.full_env(),
+    )  # fmt: skip
+    assert portal.stdout is not None and portal.stdout.readline().strip() == "ready"
+    daemon = Daemon(desk)
+    daemon.hotkeys.write_text(
+        daemon.hotkeys.read_text().replace(
+            "[settings]\n", '[settings]\nregion_capture = "portal"\n'
+        ),
+        encoding="utf-8",
+    )
+    daemon.start()
+    try:
+        assert not _overlay_hosts(daemon)  # no X11 overlay process is kept for nothing
+        done = daemon.cli("trigger", "ocr", "--source", "region", "--output", "clipboard")
+        assert done.returncode == 0, done.stderr + daemon.log()
+        assert cer(sample.truth, done.stdout.strip()) <= 0.05, done.stdout
+        assert list(pictures.iterdir()) == []  # the portal's file is gone
+        again = daemon.cli("trigger", "ocr", "--source", "last_region")
+        assert again.returncode != 0 and "select the region again" in again.stderr
+    finally:
+        daemon.stop()
+        portal.terminate()

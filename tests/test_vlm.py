@@ -100,13 +100,10 @@ def test_caption_reports_image_encode_time(vlm_config, tmp_path):
 
 
 def test_ocr_through_the_vision_model(vlm_config, tmp_path):
-    from ocr_samples import SAMPLES, font_path, render
+    from ocr_samples import saved_sample
 
-    if font_path() is None:
-        pytest.skip("needs a Japanese font (fonts-ipafont-gothic)")
-    sample = next(s for s in SAMPLES if s.name == "en_light_16")
     path = tmp_path / "text.png"
-    render(sample).save(path)
+    saved_sample("en_light_16", path)
     done = run_cli("do", "ocr", "--engine", "vlm", "--model", vlm_config, "--image", str(path),
                    "--json", timeout=900)  # fmt: skip
     assert done.returncode == 0, done.stderr

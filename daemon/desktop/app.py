@@ -11,19 +11,21 @@ import logging.handlers
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
 from daemon import platform
-from daemon.config import Config, load_config
+from daemon.config import Config, Settings, load_config
 from daemon.desktop import ipc
 from daemon.desktop.hotkeys import Hotkeys
 from daemon.engine.client import WorkerEngine
-from daemon.errors import Cancelled, ConfigError, YomitoriError
+from daemon.errors import Cancelled, ConfigError, UserInputError, YomitoriError
 from daemon.service import Job, Service, job_from_binding
 from daemon.sinks import notify as notify_mod
 from daemon.sinks.history import History
 from daemon.sources import clipboard
+from daemon.sources.portal import portal_screenshot, use_portal
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ class DesktopBridge:
 
         # The overlay runs in a warm process of its own (see overlay_host).
         self.overlay = RemoteSelector()
+        self.settings: Callable[[], Settings] = Settings  # the daemon's, once loaded
 
     @property
     def keyboard(self) -> Any:
@@ -102,6 +105,13 @@ class DesktopBridge:
         return clipboard.read_image()
 
     def capture_region(self, repeat: bool = False) -> bytes:
+        if use_portal(self.settings().region_capture):
+            if repeat:
+                raise UserInputError(
+                    "Repeating the last region needs the X11 overlay: with the desktop's "
+                    "screenshot tool (Wayland) select the region again."
+                )
+            return portal_screenshot()
         return self.overlay.select_png(repeat)
 
 
@@ -121,6 +131,7 @@ class Daemon:
                                ocr={name: RemoteOcr(ocr, name)
                                     for name in ("rapidocr", "tesseract")})  # fmt: skip
         self.server = ipc.make_server(self.handle)
+        self.service.io.settings = lambda: self.service.settings  # type: ignore[attr-defined]
 
     def _load_config(self) -> Config:
         return load_config()
@@ -181,6 +192,8 @@ class Daemon:
             self.service.ocr["rapidocr"].warm_up()
         except YomitoriError as err:
             log.warning("OCR unavailable: %s", err)
+        if use_portal(self.service.settings.region_capture):
+            return  # regions come from the desktop's screenshot portal
         try:
             self.service.io.overlay.start()  # type: ignore[attr-defined]
         except YomitoriError as err:  # no display, no Tk: region hotkeys will say so
