@@ -4,6 +4,7 @@ are told apart; no portal at all says what to install."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -98,3 +99,21 @@ def test_when_the_portal_is_used(monkeypatch, setting, wayland, expected):
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.setenv("XDG_SESSION_TYPE", "wayland" if wayland else "x11")
     assert use_portal(setting) is expected
+
+
+def test_capture_on_wayland_saves_what_the_desktop_selected(bus, picture, tmp_path, config_dir):
+    (config_dir / "hotkeys.toml").write_text('[settings]\nregion_capture = "portal"\n')
+    portal = start_portal("ok", picture, tmp_path / "Pictures")
+    out = tmp_path / "crop.png"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "daemon", "capture", "--out", str(out)],
+            capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+        )  # fmt: skip
+    finally:
+        portal.terminate()
+        (config_dir / "hotkeys.toml").unlink()
+    assert done.returncode == 0, done.stderr
+    # The portal tells the size of the selection, not where it was.
+    assert json.loads(done.stdout) == {"x": None, "y": None, "width": 120, "height": 40}
+    assert out.read_bytes() == picture.read_bytes()

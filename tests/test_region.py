@@ -81,6 +81,7 @@ class Screen:
             display = pipe.readline().strip()
         self.env = {k: v for k, v in os.environ.items() if k != "WAYLAND_DISPLAY"}
         self.env["DISPLAY"] = f":{display}"
+        self.env["XDG_SESSION_TYPE"] = "x11"  # the overlay, even on a Wayland dev machine
         # RandR 1.5 monitors split the one X screen the way a two-monitor desktop is split.
         for index, spec in enumerate(monitors):
             output = "screen" if index == 0 else "none"  # the first replaces the default

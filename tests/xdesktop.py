@@ -67,7 +67,8 @@ class Desktop:
         )
         address, pid = dbus.stdout.split()[:2]
         self.dbus_pid = int(pid)
-        self.env = {"DISPLAY": f":{display}", "DBUS_SESSION_BUS_ADDRESS": address}
+        self.env = {"DISPLAY": f":{display}", "DBUS_SESSION_BUS_ADDRESS": address,
+                    "XDG_SESSION_TYPE": "x11"}  # fmt: skip
         self.env.pop("WAYLAND_DISPLAY", None)
         dunst_conf = Path(tempfile.mkdtemp(prefix="dunst-")) / "dunstrc"
         dunst_conf.write_text("[global]\n    timeout = 60\n", encoding="utf-8")

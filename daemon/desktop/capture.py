@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from daemon.errors import UserInputError, YomitoriError
+from daemon.errors import Cancelled, ConfigError, UserInputError, YomitoriError
+from daemon.sources.portal import portal_screenshot, use_portal
 from daemon.sources.region import RegionSelector, grab_screen, warm_up
 
 # How long the benchmark waits for one overlay to appear before calling it broken.
@@ -30,6 +31,8 @@ def run_capture(out: Path | None, timeout: float | None = None) -> int:
     """
     if out is not None and not out.parent.is_dir():
         raise UserInputError(f"Cannot save the crop to {out}: its folder does not exist.")
+    if use_portal(_region_capture()):
+        return _capture_with_portal(out)
     shot = grab_screen()  # first: the overlay shows the screen as it was at the request
     selector = RegionSelector()
     try:
@@ -44,6 +47,35 @@ def run_capture(out: Path | None, timeout: float | None = None) -> int:
         except OSError as err:
             raise UserInputError(f"Cannot save the crop to {out}: {err.strerror or err}.") from None
     print(json.dumps(region.as_dict()), flush=True)
+    return 0
+
+
+def _region_capture() -> str:
+    from daemon.config import load_config
+
+    try:
+        return load_config().settings.region_capture
+    except ConfigError:
+        return "auto"
+
+
+def _capture_with_portal(out: Path | None) -> int:
+    """Wayland: the desktop's screenshot tool selects; it tells the size, not the place."""
+    import io
+
+    from PIL import Image
+
+    try:
+        png = portal_screenshot()
+    except Cancelled:
+        return 1
+    width, height = Image.open(io.BytesIO(png)).size
+    if out is not None:
+        try:
+            out.write_bytes(png)
+        except OSError as err:
+            raise UserInputError(f"Cannot save the crop to {out}: {err.strerror or err}.") from None
+    print(json.dumps({"x": None, "y": None, "width": width, "height": height}), flush=True)
     return 0
 
 
