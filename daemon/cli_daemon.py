@@ -40,7 +40,10 @@ def cmd_trigger(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from daemon.desktop import ipc
 
-    status = ipc.request({"cmd": "status"})["status"]
+    reply = ipc.request({"cmd": "status"})
+    if not reply.get("ok") or not isinstance(reply.get("status"), dict):
+        raise YomitoriError(str(reply.get("error") or "the daemon sent no status"))
+    status = reply["status"]
     if args.json:
         print(json.dumps(status))
         return 0

@@ -1,16 +1,19 @@
 """Talking to the running daemon: ``yomitori trigger``, ``status``, ``reload``…
 
-One JSON object per line, one request per connection.  On POSIX the daemon
+One JSON object per request, one request per connection.  On POSIX the daemon
 listens on a Unix socket in the user's private runtime folder (folder 0700,
-socket 0600, and the peer's uid is checked where the OS tells it); on
-Windows on a named pipe with a shared secret that only this user can read.
-Requests larger than :data:`MAX_REQUEST` or not valid JSON are refused with
-an error reply; the daemon carries on.
+socket 0600, and the peer's uid is checked where the OS tells it), one JSON
+object per line; on Windows on a named pipe (one message each way), where both
+sides first prove to each other that they can read a secret key file that only
+this user can read.  Requests larger than :data:`MAX_REQUEST` or not valid JSON
+are refused with an error reply; the daemon carries on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -30,6 +33,10 @@ log = logging.getLogger(__name__)
 MAX_REQUEST = 64 * 1024
 READ_TIMEOUT_S = 5.0
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
+NOT_RUNNING = "yomitori is not running (start it with: yomitori run)."
+# Windows: where the lock file keeps its lock.  msvcrt's locks are mandatory, so
+# the pid at the start of the file stays readable only if the lock is elsewhere.
+LOCK_OFFSET = 1 << 20
 
 
 class DaemonNotRunning(YomitoriError):
@@ -41,49 +48,91 @@ def socket_path() -> Path:
 
 
 def _pipe_address() -> tuple[str, Path]:
-    user = os.environ.get("USERNAME", "user")
-    return rf"\\.\pipe\yomitori-{user}", platform.runtime_dir() / "daemon.key"
+    """The pipe's name and the key file.  Named after the runtime folder as well as
+    the user, so that, as with the Unix socket, each runtime folder has its own daemon
+    (pipe names are machine-wide; the lock and the key are per folder)."""
+    folder = platform.runtime_dir()
+    user = "".join(c for c in os.environ.get("USERNAME", "user") if c not in "\\/") or "user"
+    tag = hashlib.sha256(os.path.normcase(os.path.abspath(folder)).encode()).hexdigest()[:12]
+    return rf"\\.\pipe\yomitori-{user}-{tag}", folder / "daemon.key"
 
 
 class InstanceLock:
-    """Held for the daemon's lifetime; a second ``yomitori run`` cannot take it."""
+    """Held for the daemon's lifetime; a second ``yomitori run`` cannot take it.
+
+    The OS drops the lock when the process dies, however it dies, so a lock file
+    left behind by a crash never blocks the next start.
+    """
 
     def __init__(self) -> None:
         self.path = platform.runtime_dir() / "daemon.lock"
-        self._handle: Any = None
+        self._fd: int | None = None
 
     def acquire(self) -> bool:
-        handle = open(self.path, "a+")  # noqa: SIM115 - held open while the daemon runs
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0)
+        fd = os.open(self.path, flags, 0o600)
         try:
             if platform.is_windows():
                 import msvcrt
 
-                handle.seek(0)  # every instance must try to lock the same byte
-                msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+                # msvcrt locks from the current position; every instance tries the same
+                # byte, one far past the pid so that holder_pid() can still read it.
+                os.lseek(fd, LOCK_OFFSET, os.SEEK_SET)
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
             else:
                 import fcntl
 
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            handle.close()
+            os.close(fd)
             return False
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._handle = handle
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, str(os.getpid()).encode())
+        os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_CUR))
+        self._fd = fd
         return True
 
     def holder_pid(self) -> int | None:
         try:
-            return int(self.path.read_text().strip() or 0) or None
+            return int(self.path.read_bytes().strip() or 0) or None
         except (OSError, ValueError):
             return None
 
     def release(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        if self._fd is None:
+            return
+        if platform.is_windows():
+            import msvcrt
+
+            # Closing drops the lock too, but "when the OS gets to it": a daemon
+            # restarted at once could still find it taken.
+            with contextlib.suppress(OSError):
+                os.lseek(self._fd, LOCK_OFFSET, os.SEEK_SET)
+                msvcrt.locking(self._fd, msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined]
+        os.close(self._fd)
+        self._fd = None
+
+
+def _parse_request(data: bytes) -> dict[str, Any] | str:
+    """The request, or an error text for the reply."""
+    try:
+        request = json.loads(data.split(b"\n", 1)[0])
+    except ValueError:
+        return "malformed request (one JSON object per line expected)"
+    if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+        return "malformed request (an object with a 'cmd' is expected)"
+    return request
+
+
+def _answer(handler: Handler, request: dict[str, Any] | str) -> dict[str, Any]:
+    if isinstance(request, str):
+        log.info("IPC request refused: %s", request)
+        return {"ok": False, "error": request}
+    try:
+        return handler(request)
+    except Exception as err:  # one bad request never takes the daemon down
+        log.exception("IPC handler failed")
+        return {"ok": False, "error": f"internal error ({type(err).__name__})"}
 
 
 def _reply(conn: socket.socket, message: dict[str, Any]) -> None:
@@ -107,13 +156,7 @@ def _read_request(conn: socket.socket) -> dict[str, Any] | str:
         return "request incomplete"
     except OSError as err:
         return f"read failed ({err})"
-    try:
-        request = json.loads(data.split(b"\n", 1)[0])
-    except ValueError:
-        return "malformed request (one JSON object per line expected)"
-    if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
-        return "malformed request (an object with a 'cmd' is expected)"
-    return request
+    return _parse_request(data)
 
 
 class UnixServer:
@@ -153,17 +196,7 @@ class UnixServer:
             if not _same_user(conn):
                 _reply(conn, {"ok": False, "error": "not the daemon's user"})
                 return
-            request = _read_request(conn)
-            if isinstance(request, str):
-                log.info("IPC request refused: %s", request)
-                _reply(conn, {"ok": False, "error": request})
-                return
-            try:
-                response = self.handler(request)
-            except Exception as err:  # one bad request never takes the daemon down
-                log.exception("IPC handler failed")
-                response = {"ok": False, "error": f"internal error ({type(err).__name__})"}
-            _reply(conn, response)
+            _reply(conn, _answer(self.handler, _read_request(conn)))
 
     def stop(self) -> None:
         self._stopping.set()
@@ -185,51 +218,145 @@ def _same_user(conn: socket.socket) -> bool:
     return uid == os.getuid()
 
 
+# -- Windows: a named pipe ---------------------------------------------------------
+#
+# multiprocessing.connection gives message framing on a named pipe.  Its own
+# ``authkey`` handshake is not used: Listener.accept() runs it on the accepting
+# thread with no timeout, so one client that connects and says nothing (the pipe's
+# default security lets any local user open it for reading) would stall every
+# later connection.  Here each connection proves itself on its own thread, with a
+# timeout, and the client checks the daemon too (nothing else can squat the name).
+
+_HELLO = b"yomitori-pipe-1:"
+_NONCE = 32
+
+
+def _mac(key: bytes, role: bytes, nonce: bytes) -> bytes:
+    return hmac.new(key, role + nonce, hashlib.sha256).digest()
+
+
+def _recv(conn: Any, limit: int, timeout: float | None = READ_TIMEOUT_S) -> bytes:
+    """One message; OSError/EOFError when none comes in time or it is too large."""
+    if timeout is not None and not conn.poll(timeout):
+        raise TimeoutError("no answer in time")
+    data = conn.recv_bytes()
+    if len(data) > limit:
+        raise OSError(f"message larger than {limit} bytes")
+    return data
+
+
+def _server_handshake(conn: Any, key: bytes) -> bool:
+    challenge = secrets.token_bytes(_NONCE)
+    try:
+        conn.send_bytes(_HELLO + challenge)
+        answer = _recv(conn, 256)
+    except (OSError, EOFError):
+        return False
+    proof, theirs = answer[:-_NONCE], answer[-_NONCE:]
+    if len(answer) <= _NONCE or not hmac.compare_digest(proof, _mac(key, b"client", challenge)):
+        return False
+    try:
+        conn.send_bytes(_mac(key, b"daemon", theirs))
+    except OSError:
+        return False
+    return True
+
+
+def _client_handshake(conn: Any, key: bytes) -> None:
+    hello = _recv(conn, 256)
+    if not hello.startswith(_HELLO) or len(hello) != len(_HELLO) + _NONCE:
+        raise YomitoriError("Something other than yomitori answers on its pipe.")
+    mine = secrets.token_bytes(_NONCE)
+    conn.send_bytes(_mac(key, b"client", hello[len(_HELLO) :]) + mine)
+    try:
+        proof = _recv(conn, 256)
+    except TimeoutError:
+        raise
+    except (EOFError, OSError):  # the daemon hangs up on a wrong key
+        raise YomitoriError(
+            "The daemon did not accept this client's key; restart yomitori "
+            "(yomitori quit, then yomitori run)."
+        ) from None
+    if not hmac.compare_digest(proof, _mac(key, b"daemon", mine)):
+        raise YomitoriError("Something other than yomitori answers on its pipe.")
+
+
 class PipeServer:
     """Windows: a named pipe; clients must prove they can read the key file."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, address: str | None = None,
+                 key_path: Path | None = None, family: str = "AF_PIPE") -> None:  # fmt: skip
         self.handler = handler
-        self.address, self.key_path = _pipe_address()
+        if address is None or key_path is None:
+            address, key_path = _pipe_address()
+        self.address, self.key_path, self.family = address, key_path, family
+        self._key = b""
         self._listener: Any = None
+        self._key_handle: Any = None
+        self._stopping = threading.Event()
+        self.accept_thread: threading.Thread | None = None
 
     def start(self) -> None:
         from multiprocessing.connection import Listener
 
-        key = secrets.token_bytes(32)
-        self.key_path.write_bytes(key)
-        self._listener = Listener(self.address, family="AF_PIPE", authkey=key)
-        threading.Thread(target=self._accept_loop, name="ipc-accept", daemon=True).start()
+        self._key = secrets.token_bytes(32)
+        # Readable by this user only: the runtime folder is in the user's profile,
+        # whose permissions the file inherits (0600 elsewhere).
+        fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                     | getattr(os, "O_BINARY", 0), 0o600)  # fmt: skip
+        with open(fd, "wb") as handle:
+            handle.write(self._key)
+        # Held open while the daemon runs: Windows' temp-file cleanup (the runtime
+        # folder is under %LOCALAPPDATA%\Temp) cannot delete an open file.
+        self._key_handle = open(self.key_path, "rb")  # noqa: SIM115
+        self._listener = Listener(self.address, family=self.family)
+        self.accept_thread = threading.Thread(target=self._accept_loop, name="ipc-accept",
+                                              daemon=True)  # fmt: skip
+        self.accept_thread.start()
 
     def _accept_loop(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 conn = self._listener.accept()
             except OSError:
-                return
-            except Exception as err:  # failed authentication and the like
+                return  # closed
+            except Exception as err:  # never let one odd connection end the loop
                 log.info("IPC connection refused: %s", err)
                 continue
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            if self._stopping.is_set():
+                conn.close()
+                return
+            threading.Thread(target=self._serve, args=(conn,), name="ipc-conn",
+                             daemon=True).start()  # fmt: skip
 
     def _serve(self, conn: Any) -> None:
         with conn:
+            if not _server_handshake(conn, self._key):
+                log.info("IPC connection refused: no valid key")
+                return
             try:
-                request = json.loads(conn.recv_bytes(MAX_REQUEST))
-                if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
-                    raise ValueError
-                response = self.handler(request)
-            except (OSError, ValueError, EOFError):
-                response = {"ok": False, "error": "malformed request"}
-            except Exception as err:
-                log.exception("IPC handler failed")
-                response = {"ok": False, "error": f"internal error ({type(err).__name__})"}
+                data = _recv(conn, 1 << 30)
+            except (OSError, EOFError) as err:
+                request: dict[str, Any] | str = f"read failed ({err})"
+            else:
+                request = (f"request larger than {MAX_REQUEST} bytes" if len(data) > MAX_REQUEST
+                           else _parse_request(data))  # fmt: skip
+            response = _answer(self.handler, request)
             with contextlib.suppress(OSError):
                 conn.send_bytes(json.dumps(response, ensure_ascii=False).encode())
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._listener is not None:
+            # Closing the listener does not wake a pending accept (on Windows it waits
+            # on a pipe instance the listener no longer lists): connect once instead.
+            from multiprocessing.connection import Client
+
+            with contextlib.suppress(OSError):
+                Client(self.address, family=self.family).close()
             self._listener.close()
+        if self._key_handle is not None:
+            self._key_handle.close()
         with contextlib.suppress(FileNotFoundError):
             self.key_path.unlink()
 
@@ -241,7 +368,7 @@ def make_server(handler: Handler) -> UnixServer | PipeServer:
 def request(message: dict[str, Any], timeout: float | None = 10.0) -> dict[str, Any]:
     """Send one request to the running daemon and return its reply."""
     if platform.is_windows():
-        return _pipe_request(message, timeout)
+        return pipe_request(message, timeout)
     path = socket_path()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
@@ -249,31 +376,54 @@ def request(message: dict[str, Any], timeout: float | None = 10.0) -> dict[str, 
         sock.connect(str(path))
     except (FileNotFoundError, ConnectionRefusedError):
         sock.close()
-        raise DaemonNotRunning("yomitori is not running (start it with: yomitori run).") from None
+        raise DaemonNotRunning(NOT_RUNNING) from None
+    except OSError as err:
+        sock.close()
+        raise YomitoriError(f"Cannot reach the daemon at {path} ({err}).") from None
+    data = b""
     with sock:
-        sock.sendall(json.dumps(message, ensure_ascii=False).encode() + b"\n")
-        data = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        try:
+            sock.sendall(json.dumps(message, ensure_ascii=False).encode() + b"\n")
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except TimeoutError:
+            raise YomitoriError("The daemon did not answer in time.") from None
+        except OSError:
+            data = b""
     if not data:
         raise YomitoriError("The daemon closed the connection without answering.")
     return json.loads(data.split(b"\n", 1)[0])
 
 
-def _pipe_request(message: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+def pipe_request(
+    message: dict[str, Any],
+    timeout: float | None,
+    address: str | None = None,
+    key_path: Path | None = None,
+    family: str = "AF_PIPE",
+) -> dict[str, Any]:
+    """:func:`request` over the Windows pipe (``family`` is for tests elsewhere)."""
     from multiprocessing.connection import Client
 
-    address, key_path = _pipe_address()
+    if address is None or key_path is None:
+        address, key_path = _pipe_address()
     try:
         key = key_path.read_bytes()
-        conn = Client(address, family="AF_PIPE", authkey=key)
-    except (FileNotFoundError, OSError):
-        raise DaemonNotRunning("yomitori is not running (start it with: yomitori run).") from None
+        conn = Client(address, family=family)
+    except (FileNotFoundError, ConnectionRefusedError):  # no key file, or no pipe
+        raise DaemonNotRunning(NOT_RUNNING) from None
+    except OSError as err:  # e.g. every pipe instance busy for 20 s, or access denied
+        raise YomitoriError(f"Cannot reach the daemon ({err}).") from None
     with conn:
-        conn.send_bytes(json.dumps(message, ensure_ascii=False).encode())
-        if timeout is not None and not conn.poll(timeout):
-            raise YomitoriError("The daemon did not answer in time.")
-        return json.loads(conn.recv_bytes())
+        try:
+            _client_handshake(conn, key)
+            conn.send_bytes(json.dumps(message, ensure_ascii=False).encode())
+            data = _recv(conn, 1 << 30, timeout)
+        except TimeoutError:
+            raise YomitoriError("The daemon did not answer in time.") from None
+        except (OSError, EOFError):
+            raise YomitoriError("The daemon closed the connection without answering.") from None
+    return json.loads(data)
