@@ -4,7 +4,9 @@ Callbacks run on pynput's listener thread and only hand the press on: the
 daemon enqueues a job and returns at once, so a slow action can never leave
 a key stuck.  On Wayland global hotkeys are not possible for an ordinary
 program: bind ``yomitori trigger ACTION`` in the desktop's own shortcut
-settings instead.
+settings instead.  On macOS the app that starts yomitori needs the Accessibility
+and Input Monitoring permissions; without them pynput sees no keys at all, which
+is said at once rather than left to look like hotkeys that never fire.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 
+from daemon.desktop.keys import MAC_PERMISSION, mac_untrusted
 from daemon.errors import YomitoriError
 
 log = logging.getLogger(__name__)
@@ -58,6 +61,9 @@ class Hotkeys:
         listener.daemon = True
         listener.start()
         listener.wait()
+        if mac_untrusted(listener):
+            listener.stop()
+            raise HotkeysUnavailable(MAC_PERMISSION)
         self._listener = listener
         self.bound = dict(chords)
         log.info("listening for %d hotkeys", len(chords))

@@ -14,10 +14,25 @@ import threading
 import time
 from typing import Any
 
+from daemon.errors import UserInputError
+
 log = logging.getLogger(__name__)
 
 _MODIFIER_NAMES = ("ctrl", "ctrl_l", "ctrl_r", "alt", "alt_l", "alt_r", "alt_gr", "shift",
                    "shift_l", "shift_r", "cmd", "cmd_l", "cmd_r")  # fmt: skip
+# macOS virtual key codes of the ANSI (US) layout: kVK_ANSI_C, kVK_ANSI_V.
+_MAC_ANSI_KEYCODES = {"c": 0x08, "v": 0x09}
+MAC_PERMISSION = (
+    "macOS does not let yomitori use the keyboard: in System Settings → Privacy & Security, "
+    "allow the app that starts yomitori (your terminal, or Python) under Accessibility and "
+    "Input Monitoring, then restart yomitori."
+)
+
+
+def mac_untrusted(listener: Any) -> bool:
+    """True when pynput says macOS refused it the keyboard (it only logs a warning and
+    then sees no keys, so the user would get hotkeys that silently never fire)."""
+    return sys.platform == "darwin" and not getattr(listener, "IS_TRUSTED", True)
 
 
 class Keyboard:
@@ -54,15 +69,39 @@ class Keyboard:
         while self.modifiers_held():
             if time.monotonic() > deadline:
                 log.info("modifiers still held after %.1fs; going ahead", timeout)
+                # A release can go unseen (Windows hides keys from hooks on the lock
+                # screen and UAC prompts): forget it rather than wait on every action.
+                # A key still down repeats its press and comes back.
+                with self._lock:
+                    self._held.clear()
                 return False
             time.sleep(0.01)
         return True
 
+    def letter_key(self, letter: str) -> Any:
+        """The key to tap for Ctrl/Cmd+``letter`` under any keyboard layout.
+
+        Shortcuts go by key, not by character: under a Russian or Greek layout there is
+        no "c" to type, and pynput would send the character itself (Windows: a Unicode
+        event, macOS: key code 0 = A), which no application takes for Ctrl+C.
+        """
+        if sys.platform == "win32":
+            return self._kb.KeyCode.from_vk(ord(letter.upper()))  # VK_C, VK_V: any layout
+        if sys.platform == "darwin":
+            mapping = getattr(self._controller, "_mapping", None)
+            if isinstance(mapping, dict) and letter not in mapping:
+                return self._kb.KeyCode.from_vk(_MAC_ANSI_KEYCODES[letter])
+        return letter
+
     def shortcut(self, letter: str) -> None:
         """Ctrl+letter (Cmd+letter on macOS), after the user's modifiers are up."""
+        if sys.platform == "darwin":
+            self._listener.wait()
+            if mac_untrusted(self._listener):
+                raise UserInputError(MAC_PERMISSION)
         self.wait_released()
         with self._controller.pressed(self.shortcut_key):
-            self._controller.tap(letter)
+            self._controller.tap(self.letter_key(letter))
 
     def stop(self) -> None:
         self._listener.stop()
