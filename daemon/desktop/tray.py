@@ -28,6 +28,25 @@ MENU_HINT = (
 )
 
 
+# NOTIFYICONDATAW's szInfoTitle[64] and szInfo[256], each with its terminating NUL.
+BALLOON_TITLE = 63
+BALLOON_TEXT = 255
+
+
+def fit_utf16(text: str, units: int) -> str:
+    """``text`` cut to at most ``units`` UTF-16 code units (an ellipsis marks a cut)."""
+    if len(text.encode("utf-16-le")) // 2 <= units:
+        return text
+    out, used = [], 1  # room for the ellipsis
+    for char in text:
+        size = 2 if ord(char) > 0xFFFF else 1
+        if used + size > units:
+            break
+        out.append(char)
+        used += size
+    return "".join(out) + "…"
+
+
 def icon_image(state: str) -> Any:
     """A 64×64 icon: a rounded square in the state's colour with a white 'Y'."""
     from PIL import Image, ImageDraw
@@ -84,8 +103,20 @@ class Tray:
         return bool(self.icon.HAS_MENU)
 
     def notifier(self) -> CallableNotifier:
-        return CallableNotifier("tray", lambda title, body: self.icon.notify(body, title),
-                                lambda: bool(self.icon.HAS_NOTIFICATION))  # fmt: skip
+        return CallableNotifier("tray", self._notify, self._can_notify)
+
+    def _can_notify(self) -> bool:
+        # pystray's macOS notification splices the text into an AppleScript and waits
+        # for osascript without a timeout: the osascript notifier passes it as
+        # arguments instead.
+        return bool(self.icon.HAS_NOTIFICATION) and sys.platform != "darwin"
+
+    def _notify(self, title: str, body: str) -> None:
+        if platform.is_windows():
+            # The balloon's fields are fixed WCHAR arrays (NOTIFYICONDATAW): longer
+            # text makes ctypes raise and the notification is lost.
+            title, body = fit_utf16(title, BALLOON_TITLE), fit_utf16(body, BALLOON_TEXT)
+        self.icon.notify(body, title)
 
     def run(self) -> None:
         self.icon.run(setup=self._setup)
@@ -97,6 +128,16 @@ class Tray:
         icon.visible = True
 
     def _changed(self, service: Service) -> None:
+        if sys.platform == "darwin":
+            # AppKit objects belong to the main thread (the tray's run loop); service
+            # state changes arrive on worker threads.
+            from PyObjCTools.AppHelper import callAfter
+
+            callAfter(self._show_state, service)
+            return
+        self._show_state(service)
+
+    def _show_state(self, service: Service) -> None:
         self.icon.icon = icon_image(service.state)
         self.icon.title = f"yomitori: {service.state}"  # X11 titles are Latin-1
         if self.icon.HAS_MENU:
