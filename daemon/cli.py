@@ -8,6 +8,7 @@ is an internal error, shown in full only with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -315,7 +316,21 @@ COMMANDS: dict[str, Any] = {
 }
 
 
+def utf8_output() -> None:
+    """Windows encodes redirected output (``yomitori do … > out.txt``, a pipe to another
+    program) in the ANSI code page, cp1252 say, which has no Japanese: printing a result
+    would crash.  Write UTF-8 there, as stdin is read; the console is UTF-8 already."""
+    if sys.platform != "win32":
+        return
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if stream is not None and encoding != "utf8" and hasattr(stream, "reconfigure"):
+            with contextlib.suppress(OSError, ValueError):  # not a plain text stream
+                stream.reconfigure(encoding="utf-8")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    utf8_output()
     args = build_parser().parse_args(argv)
     debug = bool(getattr(args, "debug", False))
     logging.basicConfig(

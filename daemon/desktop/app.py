@@ -73,7 +73,11 @@ class DesktopBridge:
         saved = clipboard.read_text()
         marker = f"\u2063yomitori-{time.monotonic_ns()}"
         clipboard.write_text(marker)
-        self.keyboard.shortcut("c")
+        try:
+            self.keyboard.shortcut("c")
+        except BaseException:  # e.g. macOS refused the keyboard: the user's clipboard back
+            clipboard.write_text(saved)
+            raise
         deadline = time.monotonic() + 2.0  # a busy app may take a moment to copy
         text = marker
         while time.monotonic() < deadline:
@@ -176,7 +180,7 @@ class Daemon:
         self._bind()
         self.service.start(preload=True)
         threading.Thread(target=self._warm_up, name="warm-up", daemon=True).start()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in stop_signals():
             signal.signal(sig, lambda *_: self.stop())
         log.info("yomitori running (pid in %s)", self.lock.path)
         if self.tray is not None:
@@ -307,6 +311,13 @@ class Daemon:
             return {"ok": False, "error": "The action did not finish in time."}
         return {"ok": True, "text": result.text, "model": result.model,
                 "timings": result.timings}  # fmt: skip
+
+
+def stop_signals() -> list[signal.Signals]:
+    """The signals that end the daemon cleanly.  Windows never sends SIGTERM to another
+    process (it terminates it outright); there Ctrl+Break in the console is SIGBREAK."""
+    wanted = ["SIGTERM", "SIGINT", "SIGBREAK"] if platform.is_windows() else ["SIGTERM", "SIGINT"]
+    return [getattr(signal, name) for name in wanted if hasattr(signal, name)]
 
 
 def _make_tray(daemon: Daemon) -> Any:

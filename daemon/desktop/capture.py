@@ -10,6 +10,7 @@ import json
 import math
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,11 +35,7 @@ def run_capture(out: Path | None, timeout: float | None = None) -> int:
     if use_portal(_region_capture()):
         return _capture_with_portal(out)
     shot = grab_screen()  # first: the overlay shows the screen as it was at the request
-    selector = RegionSelector()
-    try:
-        region = selector.select(shot, timeout=timeout)
-    finally:
-        selector.close()
+    region = _select(shot, timeout)
     if region is None:
         return 1
     if out is not None:
@@ -48,6 +45,37 @@ def run_capture(out: Path | None, timeout: float | None = None) -> int:
             raise UserInputError(f"Cannot save the crop to {out}: {err.strerror or err}.") from None
     print(json.dumps(region.as_dict()), flush=True)
     return 0
+
+
+def _select(shot: Any, timeout: float | None) -> Any:
+    """One selection over ``shot``: the Region, or None when cancelled."""
+    if sys.platform != "darwin":
+        selector = RegionSelector()
+        try:
+            return selector.select(shot, timeout=timeout)
+        finally:
+            selector.close()
+    # macOS: Tk must run on the main thread (on another one it aborts the process), so
+    # the selection is asked for from a second thread, as the daemon's overlay process does.
+    selector = RegionSelector(own_thread=False)
+    outcome: dict[str, Any] = {}
+
+    def pick() -> None:
+        try:
+            selector.wait_ready()
+            outcome["region"] = selector.select(shot, timeout=timeout)
+        except BaseException as err:
+            outcome["error"] = err
+        finally:
+            selector.close()
+
+    thread = threading.Thread(target=pick, name="yomitori-capture", daemon=True)
+    thread.start()
+    selector.run_here()
+    thread.join(15)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("region")
 
 
 def _region_capture() -> str:

@@ -35,6 +35,8 @@ def describe_exit(code: int | None) -> str:
             return f"signal {signal.Signals(-code).name}"
         except ValueError:
             return f"signal {-code}"
+    if code >= 0xC0000000:  # a Windows crash: an NTSTATUS, e.g. 0xC0000005 (access violation)
+        return f"exit code 0x{code:08X}"
     return f"exit code {code}"
 
 

@@ -106,7 +106,10 @@ def _redirect_output(log_path: str | None) -> Channel:
         path = Path(log_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() and path.stat().st_size > 2_000_000:
-            path.replace(path.with_suffix(".log.1"))
+            # Windows cannot rename a file another process has open (a second
+            # worker, a one-shot `yomitori do`): then keep appending.
+            with contextlib.suppress(OSError):
+                path.replace(path.with_suffix(".log.1"))
         target = str(path)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     sys.stdout.flush()
