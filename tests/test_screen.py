@@ -185,3 +185,36 @@ def test_grab_without_a_display_is_a_user_error(monkeypatch):
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     with pytest.raises(UserInputError, match="The screen cannot be captured here"):
         screen.grab_screen()
+
+
+class _FakeCall:
+    def __init__(self, result: bool) -> None:
+        self.result, self.calls, self.restype = result, 0, None
+
+    def __call__(self) -> bool:
+        self.calls += 1
+        return self.result
+
+
+@pytest.mark.parametrize("allowed", [True, False])
+def test_macos_grabs_full_resolution_and_says_when_screen_recording_is_off(monkeypatch, allowed):
+    import ctypes.util
+    import types
+
+    darwin = types.SimpleNamespace(IMAGE_OPTIONS=0b10011, kCGWindowImageNominalResolution=1 << 4)
+    monkeypatch.setitem(sys.modules, "mss.darwin", darwin)
+    import mss
+
+    monkeypatch.setattr(mss, "darwin", darwin, raising=False)
+    core = types.SimpleNamespace(CGPreflightScreenCaptureAccess=_FakeCall(allowed),
+                                 CGRequestScreenCaptureAccess=_FakeCall(True))  # fmt: skip
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: name)
+    monkeypatch.setattr(ctypes.cdll, "LoadLibrary", lambda name: core)
+    check = screen._mac_screen_ready.__wrapped__
+    if allowed:
+        check()
+    else:
+        with pytest.raises(UserInputError, match="Screen Recording"):
+            check()
+    assert darwin.IMAGE_OPTIONS == 0b00011  # nominal (point) resolution off: Retina pixels
+    assert core.CGRequestScreenCaptureAccess.calls == (0 if allowed else 1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
 from dataclasses import dataclass
 from functools import cache
@@ -196,10 +197,45 @@ def dimmed(image: Image.Image, factor: float = DIM) -> Image.Image:
     return image.point(table * len(image.getbands()))
 
 
+MAC_SCREEN_PERMISSION = (
+    "macOS does not let yomitori see the screen: in System Settings → Privacy & Security → "
+    "Screen Recording, allow the app that starts yomitori (your terminal, or Python), then "
+    "restart yomitori."
+)
+
+
+@cache
+def _mac_screen_ready() -> None:
+    """macOS: full-resolution grabs, and a clear word when Screen Recording is not
+    allowed (without it the screenshot silently shows only the wallpaper)."""
+    import ctypes
+    import ctypes.util
+
+    import mss.darwin
+
+    # mss grabs at point resolution by default: half the pixels on Retina, which OCR
+    # misses.  The overlay maps pixels to points through the image/window ratio.
+    mss.darwin.IMAGE_OPTIONS &= ~mss.darwin.kCGWindowImageNominalResolution
+    name = ctypes.util.find_library("CoreGraphics")
+    core = ctypes.cdll.LoadLibrary(name) if name else None
+    preflight = getattr(core, "CGPreflightScreenCaptureAccess", None)  # macOS 10.15+
+    if preflight is None:
+        return
+    preflight.restype = ctypes.c_bool
+    if not preflight():
+        request = getattr(core, "CGRequestScreenCaptureAccess", None)
+        if request is not None:
+            request.restype = ctypes.c_bool
+            request()  # shows the system's prompt once
+        raise UserInputError(MAC_SCREEN_PERMISSION)  # not cached: asked again next time
+
+
 def _open_mss() -> Any:
     import mss
 
     ensure_dpi_awareness()
+    if sys.platform == "darwin":
+        _mac_screen_ready()
     # mss 10.2 renamed the factory to the class mss.MSS; 9.x only has mss.mss.
     factory = getattr(mss, "MSS", None) or mss.mss
     try:
