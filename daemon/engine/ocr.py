@@ -229,6 +229,8 @@ class RapidOcr:
 # tesseract's OpenMP threads cost more than they give on a screen crop: one thread reads
 # a vertical 24 px sample in 0.11 s instead of 0.33 s on 2 cores.
 _TESSERACT_ENV = {"OMP_THREAD_LIMIT": "1", **os.environ}
+# No console window flashing up on Windows when the daemon runs without one.
+_NO_WINDOW = getattr(subprocess, "CREATE_NO_WINDOW", 0)
 
 
 @functools.cache
@@ -236,7 +238,7 @@ def _tesseract_langs() -> frozenset[str]:
     if shutil.which("tesseract") is None:
         return frozenset()
     done = subprocess.run(["tesseract", "--list-langs"], capture_output=True, text=True,
-                          timeout=10, check=False)  # fmt: skip
+                          timeout=10, check=False, creationflags=_NO_WINDOW)  # fmt: skip
     return frozenset(done.stdout.split())
 
 
@@ -281,7 +283,7 @@ class Tesseract:
         done = subprocess.run(
             ["tesseract", "stdin", "stdout", "-l", langs, "--psm", "5" if vertical else "6"],
             input=buffer.getvalue(), capture_output=True, timeout=60, check=False,
-            env=_TESSERACT_ENV,
+            env=_TESSERACT_ENV, creationflags=_NO_WINDOW,
         )  # fmt: skip
         if done.returncode != 0:
             detail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
