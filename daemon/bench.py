@@ -20,7 +20,8 @@ from typing import Any
 from daemon.actions import Payload, run_action
 from daemon.config import template_folders
 from daemon.engine.client import WorkerEngine
-from daemon.engine.worker import NO_SYSTEM_ROLE, default_threads, fold_system
+from daemon.engine.llama import NO_SYSTEM_ROLE, fold_system
+from daemon.engine.worker import default_threads
 from daemon.models import ModelSpec, check_spec, load_models, resolve_model
 from daemon.prompts import Template, load_templates, render
 

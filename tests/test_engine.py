@@ -55,7 +55,7 @@ def test_a_gguf_without_chat_template_gets_its_family_format_with_the_system_pro
 
 
 def test_fold_system_puts_the_system_text_first_in_the_first_user_turn():
-    from daemon.engine.worker import fold_system
+    from daemon.engine.llama import fold_system
 
     def say(role: str, content: str) -> dict[str, str]:
         return {"role": role, "content": content}
