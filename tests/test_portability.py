@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from daemon import platform
-from daemon.desktop import ipc
+from daemon.desktop import ipc, ipc_pipe
 from daemon.errors import UserInputError, YomitoriError
 
 # -- the Windows pipe: server and client ----------------------------------------------
@@ -35,11 +35,11 @@ class PipeDaemon:
     def __init__(self, folder: Path, handler: ipc.Handler) -> None:
         self.address = str(folder / "pipe")
         self.key_path = folder / "daemon.key"
-        self.server = ipc.PipeServer(handler, self.address, self.key_path, family="AF_UNIX")
+        self.server = ipc_pipe.PipeServer(handler, self.address, self.key_path, family="AF_UNIX")
 
     def request(self, message: dict[str, Any], timeout: float | None = 10.0,
                 key_path: Path | None = None) -> dict[str, Any]:  # fmt: skip
-        return ipc.pipe_request(message, timeout, self.address, key_path or self.key_path,
+        return ipc_pipe.pipe_request(message, timeout, self.address, key_path or self.key_path,
                                 family="AF_UNIX")  # fmt: skip
 
 
@@ -95,7 +95,7 @@ def test_pipe_refuses_malformed_and_oversized_requests(pipe: PipeDaemon) -> None
         import json
 
         with Client(pipe.address, family="AF_UNIX") as conn:
-            ipc._client_handshake(conn, pipe.key_path.read_bytes())
+            ipc_pipe._client_handshake(conn, pipe.key_path.read_bytes())
             conn.send_bytes(payload)
             return json.loads(conn.recv_bytes())
 
@@ -136,7 +136,7 @@ def test_pipe_client_will_not_talk_to_an_impostor(tmp_path: Path) -> None:
 
         def squat() -> None:
             with listener.accept() as conn:
-                conn.send_bytes(ipc._HELLO + b"n" * ipc._NONCE)
+                conn.send_bytes(ipc_pipe._HELLO + b"n" * ipc_pipe._NONCE)
                 conn.recv_bytes()
                 conn.send_bytes(b"\0" * 32)  # cannot prove it knows the key
                 with contextlib.suppress(EOFError, OSError):
@@ -164,13 +164,13 @@ def test_pipe_address_is_per_runtime_folder(monkeypatch: pytest.MonkeyPatch,
                                             tmp_path: Path) -> None:  # fmt: skip
     monkeypatch.setenv("USERNAME", r"DOMAIN\me")
     monkeypatch.setenv("YOMITORI_RUNTIME_DIR", str(tmp_path / "a"))
-    first, key = ipc._pipe_address()
-    assert ipc._pipe_address()[0] == first
+    first, key = ipc_pipe._pipe_address()
+    assert ipc_pipe._pipe_address()[0] == first
     assert first.startswith("\\\\.\\pipe\\yomitori-DOMAINme-")
     assert "\\" not in first[len("\\\\.\\pipe\\") :]
     assert key == tmp_path / "a" / "daemon.key"
     monkeypatch.setenv("YOMITORI_RUNTIME_DIR", str(tmp_path / "b"))
-    assert ipc._pipe_address()[0] != first
+    assert ipc_pipe._pipe_address()[0] != first
 
 
 def test_on_windows_the_cli_says_not_running_with_exit_3(
@@ -180,7 +180,7 @@ def test_on_windows_the_cli_says_not_running_with_exit_3(
 
     monkeypatch.setattr(platform, "is_windows", lambda: True)
     monkeypatch.setenv("YOMITORI_RUNTIME_DIR", str(tmp_path))
-    assert isinstance(ipc.make_server(_echo), ipc.PipeServer)
+    assert isinstance(ipc.make_server(_echo), ipc_pipe.PipeServer)
     assert cli.main(["status"]) == 3
     assert "not running" in capsys.readouterr().err
 

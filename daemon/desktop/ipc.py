@@ -12,12 +12,9 @@ are refused with an error reply; the daemon carries on.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import os
-import secrets
 import socket
 import struct
 import threading
@@ -45,16 +42,6 @@ class DaemonNotRunning(YomitoriError):
 
 def socket_path() -> Path:
     return platform.runtime_dir() / "daemon.sock"
-
-
-def _pipe_address() -> tuple[str, Path]:
-    """The pipe's name and the key file.  Named after the runtime folder as well as
-    the user, so that, as with the Unix socket, each runtime folder has its own daemon
-    (pipe names are machine-wide; the lock and the key are per folder)."""
-    folder = platform.runtime_dir()
-    user = "".join(c for c in os.environ.get("USERNAME", "user") if c not in "\\/") or "user"
-    tag = hashlib.sha256(os.path.normcase(os.path.abspath(folder)).encode()).hexdigest()[:12]
-    return rf"\\.\pipe\yomitori-{user}-{tag}", folder / "daemon.key"
 
 
 class InstanceLock:
@@ -218,156 +205,20 @@ def _same_user(conn: socket.socket) -> bool:
     return uid == os.getuid()
 
 
-# -- Windows: a named pipe ---------------------------------------------------------
-#
-# multiprocessing.connection gives message framing on a named pipe.  Its own
-# ``authkey`` handshake is not used: Listener.accept() runs it on the accepting
-# thread with no timeout, so one client that connects and says nothing (the pipe's
-# default security lets any local user open it for reading) would stall every
-# later connection.  Here each connection proves itself on its own thread, with a
-# timeout, and the client checks the daemon too (nothing else can squat the name).
+def make_server(handler: Handler) -> Any:
+    """The daemon's listener: a Unix socket, or on Windows a named pipe."""
+    if platform.is_windows():
+        from daemon.desktop.ipc_pipe import PipeServer
 
-_HELLO = b"yomitori-pipe-1:"
-_NONCE = 32
-
-
-def _mac(key: bytes, role: bytes, nonce: bytes) -> bytes:
-    return hmac.new(key, role + nonce, hashlib.sha256).digest()
-
-
-def _recv(conn: Any, limit: int, timeout: float | None = READ_TIMEOUT_S) -> bytes:
-    """One message; OSError/EOFError when none comes in time or it is too large."""
-    if timeout is not None and not conn.poll(timeout):
-        raise TimeoutError("no answer in time")
-    data = conn.recv_bytes()
-    if len(data) > limit:
-        raise OSError(f"message larger than {limit} bytes")
-    return data
-
-
-def _server_handshake(conn: Any, key: bytes) -> bool:
-    challenge = secrets.token_bytes(_NONCE)
-    try:
-        conn.send_bytes(_HELLO + challenge)
-        answer = _recv(conn, 256)
-    except (OSError, EOFError):
-        return False
-    proof, theirs = answer[:-_NONCE], answer[-_NONCE:]
-    if len(answer) <= _NONCE or not hmac.compare_digest(proof, _mac(key, b"client", challenge)):
-        return False
-    try:
-        conn.send_bytes(_mac(key, b"daemon", theirs))
-    except OSError:
-        return False
-    return True
-
-
-def _client_handshake(conn: Any, key: bytes) -> None:
-    hello = _recv(conn, 256)
-    if not hello.startswith(_HELLO) or len(hello) != len(_HELLO) + _NONCE:
-        raise YomitoriError("Something other than yomitori answers on its pipe.")
-    mine = secrets.token_bytes(_NONCE)
-    conn.send_bytes(_mac(key, b"client", hello[len(_HELLO) :]) + mine)
-    try:
-        proof = _recv(conn, 256)
-    except TimeoutError:
-        raise
-    except (EOFError, OSError):  # the daemon hangs up on a wrong key
-        raise YomitoriError(
-            "The daemon did not accept this client's key; restart yomitori "
-            "(yomitori quit, then yomitori run)."
-        ) from None
-    if not hmac.compare_digest(proof, _mac(key, b"daemon", mine)):
-        raise YomitoriError("Something other than yomitori answers on its pipe.")
-
-
-class PipeServer:
-    """Windows: a named pipe; clients must prove they can read the key file."""
-
-    def __init__(self, handler: Handler, address: str | None = None,
-                 key_path: Path | None = None, family: str = "AF_PIPE") -> None:  # fmt: skip
-        self.handler = handler
-        if address is None or key_path is None:
-            address, key_path = _pipe_address()
-        self.address, self.key_path, self.family = address, key_path, family
-        self._key = b""
-        self._listener: Any = None
-        self._key_handle: Any = None
-        self._stopping = threading.Event()
-        self.accept_thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        from multiprocessing.connection import Listener
-
-        self._key = secrets.token_bytes(32)
-        # Readable by this user only: the runtime folder is in the user's profile,
-        # whose permissions the file inherits (0600 elsewhere).
-        fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-                     | getattr(os, "O_BINARY", 0), 0o600)  # fmt: skip
-        with open(fd, "wb") as handle:
-            handle.write(self._key)
-        # Held open while the daemon runs: Windows' temp-file cleanup (the runtime
-        # folder is under %LOCALAPPDATA%\Temp) cannot delete an open file.
-        self._key_handle = open(self.key_path, "rb")  # noqa: SIM115
-        self._listener = Listener(self.address, family=self.family)
-        self.accept_thread = threading.Thread(target=self._accept_loop, name="ipc-accept",
-                                              daemon=True)  # fmt: skip
-        self.accept_thread.start()
-
-    def _accept_loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                conn = self._listener.accept()
-            except OSError:
-                return  # closed
-            except Exception as err:  # never let one odd connection end the loop
-                log.info("IPC connection refused: %s", err)
-                continue
-            if self._stopping.is_set():
-                conn.close()
-                return
-            threading.Thread(target=self._serve, args=(conn,), name="ipc-conn",
-                             daemon=True).start()  # fmt: skip
-
-    def _serve(self, conn: Any) -> None:
-        with conn:
-            if not _server_handshake(conn, self._key):
-                log.info("IPC connection refused: no valid key")
-                return
-            try:
-                data = _recv(conn, 1 << 30)
-            except (OSError, EOFError) as err:
-                request: dict[str, Any] | str = f"read failed ({err})"
-            else:
-                request = (f"request larger than {MAX_REQUEST} bytes" if len(data) > MAX_REQUEST
-                           else _parse_request(data))  # fmt: skip
-            response = _answer(self.handler, request)
-            with contextlib.suppress(OSError):
-                conn.send_bytes(json.dumps(response, ensure_ascii=False).encode())
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._listener is not None:
-            # Closing the listener does not wake a pending accept (on Windows it waits
-            # on a pipe instance the listener no longer lists): connect once instead.
-            from multiprocessing.connection import Client
-
-            with contextlib.suppress(OSError):
-                Client(self.address, family=self.family).close()
-            self._listener.close()
-        if self._key_handle is not None:
-            self._key_handle.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.key_path.unlink()
-
-
-def make_server(handler: Handler) -> UnixServer | PipeServer:
-    return PipeServer(handler) if platform.is_windows() else UnixServer(handler)
+        return PipeServer(handler)
+    return UnixServer(handler)
 
 
 def request(message: dict[str, Any], timeout: float | None = 10.0) -> dict[str, Any]:
     """Send one request to the running daemon and return its reply."""
     if platform.is_windows():
+        from daemon.desktop.ipc_pipe import pipe_request
+
         return pipe_request(message, timeout)
     path = socket_path()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -396,34 +247,3 @@ def request(message: dict[str, Any], timeout: float | None = 10.0) -> dict[str, 
     if not data:
         raise YomitoriError("The daemon closed the connection without answering.")
     return json.loads(data.split(b"\n", 1)[0])
-
-
-def pipe_request(
-    message: dict[str, Any],
-    timeout: float | None,
-    address: str | None = None,
-    key_path: Path | None = None,
-    family: str = "AF_PIPE",
-) -> dict[str, Any]:
-    """:func:`request` over the Windows pipe (``family`` is for tests elsewhere)."""
-    from multiprocessing.connection import Client
-
-    if address is None or key_path is None:
-        address, key_path = _pipe_address()
-    try:
-        key = key_path.read_bytes()
-        conn = Client(address, family=family)
-    except (FileNotFoundError, ConnectionRefusedError):  # no key file, or no pipe
-        raise DaemonNotRunning(NOT_RUNNING) from None
-    except OSError as err:  # e.g. every pipe instance busy for 20 s, or access denied
-        raise YomitoriError(f"Cannot reach the daemon ({err}).") from None
-    with conn:
-        try:
-            _client_handshake(conn, key)
-            conn.send_bytes(json.dumps(message, ensure_ascii=False).encode())
-            data = _recv(conn, 1 << 30, timeout)
-        except TimeoutError:
-            raise YomitoriError("The daemon did not answer in time.") from None
-        except (OSError, EOFError):
-            raise YomitoriError("The daemon closed the connection without answering.") from None
-    return json.loads(data)
