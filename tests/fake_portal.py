@@ -3,8 +3,10 @@
 ``python tests/fake_portal.py MODE PNG DIR``: owns org.freedesktop.portal.Desktop and
 answers every Screenshot call the way a real portal does: a Request object path from
 the caller's handle_token, then a Response signal on it.  MODE ``ok`` copies PNG into
-DIR (as GNOME drops its file into ~/Pictures) and answers with its file URI; ``cancel``
-answers 1 (the user cancelled); ``deny`` answers 2.  Prints "ready" once it owns the name.
+DIR (as GNOME drops its file into ~/Pictures) and answers with its file URI; ``legacy``
+does the same on a request path of its own choosing (portals older than handle_token);
+``cancel`` answers 1 (the user cancelled); ``deny`` answers 2.  Prints "ready" once it
+owns the name.
 """
 
 from __future__ import annotations
@@ -41,10 +43,11 @@ def main() -> None:
             continue
         _parent, options = msg.body
         sender = fields[HeaderFields.sender].lstrip(":").replace(".", "_")
-        handle = f"{PATH}/request/{sender}/{options['handle_token'][1]}"
+        token = options["handle_token"][1] if mode != "legacy" else f"old{count}"
+        handle = f"{PATH}/request/{sender}/{token}"
         conn.send(new_method_return(msg, "o", (handle,)))
         results = {}
-        code = {"ok": 0, "cancel": 1, "deny": 2}[mode]
+        code = {"ok": 0, "legacy": 0, "cancel": 1, "deny": 2}[mode]
         if code == 0:
             count += 1
             target = folder / f"Screenshot-{count}.png"

@@ -54,9 +54,10 @@ def start_portal(mode: str, picture: Path, folder: Path) -> subprocess.Popen[str
     return proc
 
 
-def test_the_selected_png_arrives_and_the_portals_file_is_deleted(bus, picture, tmp_path):
+@pytest.mark.parametrize("mode", ["ok", "legacy"])
+def test_the_selected_png_arrives_and_the_portals_file_is_deleted(bus, picture, tmp_path, mode):
     pictures = tmp_path / "Pictures"
-    portal = start_portal("ok", picture, pictures)
+    portal = start_portal(mode, picture, pictures)
     try:
         assert portal_screenshot() == picture.read_bytes()
         assert portal_screenshot() == picture.read_bytes()  # a second request works too

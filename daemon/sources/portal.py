@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -56,12 +57,12 @@ def portal_screenshot(interactive: bool = True, timeout: float = ANSWER_TIMEOUT_
         raise UserInputError(f"No session D-Bus to reach the screenshot portal ({err}).") from None
     token = f"yomitori{secrets.token_hex(8)}"
     with conn:
-        sender = conn.unique_name.lstrip(":").replace(".", "_")
-        expected = f"{PORTAL_PATH}/request/{sender}/{token}"
-        bus = Proxy(message_bus, conn)
-        rule = _response_rule(MatchRule, expected)
-        bus.AddMatch(rule)
-        with conn.filter(rule) as responses:
+        # Every Response signal, subscribed before the call: the request's path is known
+        # from handle_token, but a portal older than that names its own, and its answer
+        # may come before a subscription made after the reply could catch it.
+        rule = MatchRule(type="signal", interface=REQUEST_INTERFACE, member="Response")
+        Proxy(message_bus, conn).AddMatch(rule)
+        with conn.filter(rule, bufsize=16) as responses:
             portal = DBusAddress(PORTAL_PATH, bus_name=PORTAL_NAME,
                                  interface="org.freedesktop.portal.Screenshot")  # fmt: skip
             options = {"handle_token": ("s", token), "interactive": ("b", interactive),
@@ -73,13 +74,7 @@ def portal_screenshot(interactive: bool = True, timeout: float = ANSWER_TIMEOUT_
                 log.info("screenshot portal: %s %s", reply.header.fields, reply.body)
                 raise UserInputError(NO_PORTAL)
             (handle,) = reply.body
-            if handle != expected:  # a portal older than handle_token: listen there too
-                other = _response_rule(MatchRule, handle)
-                bus.AddMatch(other)
-                with conn.filter(other) as late:
-                    response = _first(conn, [responses, late], timeout)
-            else:
-                response = _first(conn, [responses], timeout)
+            response = _response_for(conn, responses, handle, timeout)
     code, results = response.body
     if code == 1:
         raise Cancelled("Screenshot cancelled.")
@@ -91,23 +86,21 @@ def portal_screenshot(interactive: bool = True, timeout: float = ANSWER_TIMEOUT_
     return _take_file(results.get("uri", ("s", ""))[1])
 
 
-def _response_rule(match_rule: Any, path: str) -> Any:
-    return match_rule(type="signal", interface=REQUEST_INTERFACE, member="Response", path=path)
-
-
-def _first(conn: Any, queues: list[Any], timeout: float) -> Any:
-    """The Response signal from whichever request path the portal used."""
-    import time
+def _response_for(conn: Any, responses: Any, handle: str, timeout: float) -> Any:
+    """The Response signal of our request (``handle``), skipping any other."""
+    from jeepney import HeaderFields
 
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for waiting in queues:
-            if waiting:
-                return waiting.popleft()
+    while True:
+        while responses:
+            signal = responses.popleft()
+            if signal.header.fields.get(HeaderFields.path) == handle:
+                return signal
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise UserInputError("The screenshot portal did not answer; try again.")
         with contextlib.suppress(TimeoutError):
-            wait = max(0.01, min(1.0, deadline - time.monotonic()))
-            return conn.recv_until_filtered(queues[-1], timeout=wait)
-    raise UserInputError("The screenshot portal did not answer; try again.")
+            responses.appendleft(conn.recv_until_filtered(responses, timeout=min(1.0, left)))
 
 
 def _take_file(uri: str) -> bytes:
