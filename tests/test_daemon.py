@@ -435,6 +435,7 @@ def _overlay_hosts(daemon):
 def test_overlay_runs_apart_and_comes_back_after_a_crash(desk, daemon):
     hosts = wait_for(lambda: _overlay_hosts(daemon), 30)
     assert len(hosts) == 1, "the overlay is warm in its own process"
+    assert daemon.status()["regions"] == "overlay"
     hosts[0].kill()
     hosts[0].wait(10)
     desk.set_clipboard("untouched")
@@ -497,6 +498,7 @@ def test_on_wayland_regions_come_from_the_desktops_screenshot_portal(desk, tmp_p
     daemon.start()
     try:
         assert not _overlay_hosts(daemon)  # no X11 overlay process is kept for nothing
+        assert daemon.status()["regions"] == "portal"
         done = daemon.cli("trigger", "ocr", "--source", "region", "--output", "clipboard")
         assert done.returncode == 0, done.stderr + daemon.log()
         assert cer(sample.truth, done.stdout.strip()) <= 0.05, done.stdout

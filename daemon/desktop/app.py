@@ -263,7 +263,8 @@ class Daemon:
         if cmd == "ping":
             return {"ok": True}
         if cmd == "status":
-            return {"ok": True, "status": self.service.status()}
+            regions = "portal" if use_portal(self.service.settings.region_capture) else "overlay"
+            return {"ok": True, "status": {**self.service.status(), "regions": regions}}
         if cmd == "trigger":
             return self._trigger(request)
         if cmd == "reload":
