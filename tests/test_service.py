@@ -577,6 +577,51 @@ def test_ocr_on_a_region_needs_no_model(h: Harness) -> None:
     assert h.service.ocr["rapidocr"].seen == [(120, 40)]
 
 
+class ColdOcr(FakeOcr):
+    """An OCR process that is not running (stopped after keep_alive)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running = False
+        self.warmed = threading.Event()
+
+    def warm_up(self) -> None:
+        self.running = True
+        self.warmed.set()
+
+
+class SlowSelection(FakeDesktop):
+    """The user takes a moment to drag; the test sees what happened meanwhile."""
+
+    def __init__(self, ocr: ColdOcr, patience_s: float) -> None:
+        super().__init__()
+        self.ocr = ocr
+        self.patience_s = patience_s
+        self.warm_during_selection = False
+
+    def capture_region(self, repeat: bool = False) -> bytes:
+        self.warm_during_selection = self.ocr.warmed.wait(self.patience_s)
+        return super().capture_region(repeat)
+
+
+@pytest.mark.parametrize(("action", "source", "expected"), [
+    ("ocr", "region", True), ("ocr_translate", "last_region", True),
+    ("caption", "region", False), ("ocr", "clipboard_image", False),
+])  # fmt: skip
+def test_a_cold_ocr_process_starts_while_the_user_selects(
+    make: Make, action: str, source: str, expected: bool
+) -> None:
+    ocr = ColdOcr()
+    io = SlowSelection(ocr, patience_s=5 if expected else 0.2)
+    io.region = io.clipboard_image = png()
+    h = make(io=io)
+    h.service.ocr["rapidocr"] = ocr
+    h.hotkey(Job(action=action, source=source))
+    assert ocr.warmed.is_set() is expected
+    if source != "clipboard_image":
+        assert io.warm_during_selection is expected
+
+
 def test_ocr_translate_chains_ocr_into_the_model(h: Harness) -> None:
     h.io.region = png()
     h.hotkey(Job(action="ocr_translate", source="region", vars={"style": "tags"}))
