@@ -124,8 +124,10 @@ def overlay_bench(runs: int = 10) -> dict[str, Any]:
     if runs < 1:
         raise UserInputError("The overlay benchmark needs at least one run.")
     selector = RegionSelector()  # raises UserInputError without a display
-    warm_up()  # as the daemon's overlay process does when it starts
-    selector.warm(grab_screen())
+    shot = warm_up()  # as the daemon's overlay process does when it starts
+    if shot is not None:
+        selector.warm(shot)
+    del shot
     shown: list[float] = []
     all_shown: list[float] = []
     mapped: list[float] = []

@@ -20,7 +20,7 @@ from typing import Any
 
 from daemon.engine.channel import Channel
 from daemon.engine.helper import HelperProcess, Message, error_reply, open_host, serve
-from daemon.errors import Cancelled, UserInputError
+from daemon.errors import Cancelled, UserInputError, YomitoriError
 from daemon.platform import give_back_memory
 
 # Idle this long, the process hands its screenshot-sized memory back to the system
@@ -53,14 +53,16 @@ def _serve(channel: Channel, selector: Any) -> None:
 
     try:
         selector.wait_ready()
-        warm_up()
+        shot = warm_up()
         channel.send({"ev": "ready"})
-        with contextlib.suppress(UserInputError):
-            selector.warm(grab_screen())
     except BaseException as err:  # no display, no Tk: say so, then stop
         channel.send(error_reply(0, UserInputError(str(err))))
         selector.close()
         return
+    if shot is not None:  # through the hidden overlay once, so the first hotkey is fast
+        with contextlib.suppress(YomitoriError):  # the overlay stopped: requests will say
+            selector.warm(shot)
+    del shot  # a whole screenshot: not kept while the process waits for hotkeys
 
     idle = _IdleTrim(TRIM_AFTER_S)
     idle.schedule()

@@ -78,7 +78,6 @@ class _Request:
     ratio: tuple[float, float] = (1.0, 1.0)
     origin: tuple[int, int] = (0, 0)
     press: tuple[float, float] | None = None
-    tiles: list[Box] = field(default_factory=list)  # monitors, the pointer's first
     todo: list[tuple[str, Box]] = field(default_factory=list)  # tiles not on screen yet
     photos: list[Any] = field(default_factory=list)  # Tk images: touched on the Tk thread only
 
@@ -237,13 +236,10 @@ class RegionSelector:
         self._finish()
         self._request = request
         shot = request.shot
-        geometry = shot.window_geometry()
-        request.ratio = (shot.width / geometry[2], shot.height / geometry[3])
         px, py = self._root.winfo_pointerxy()
-        request.tiles = monitor_tiles(shot, (round(px * shot.scale), round(py * shot.scale)))
+        geometry = _plan(request, (round(px * shot.scale), round(py * shot.scale)))
         # Only the monitor under the pointer is drawn before the window maps; the rest
         # follow once it is up (Tk converts and uploads each pixel: ~90 ms per 4K monitor).
-        request.todo = [("dim", t) for t in request.tiles] + [("bright", t) for t in request.tiles]
         self._next_tile(request)
         self._ui.show(geometry)
 
@@ -290,17 +286,17 @@ class RegionSelector:
                 log.warning("the overlay could not grab the keyboard (%s)", err)
 
     def _warm(self, shot: Screenshot, done: threading.Event) -> None:
-        photos = []
+        """The dimmed tiles of ``shot`` into the hidden overlay, as a selection makes them."""
+        request = _Request(shot, None, None, time.perf_counter())
         try:
             if self._request is None:
-                for x0, y0, x1, y1 in monitor_tiles(shot):
-                    photos.append(ImageTk.PhotoImage(dimmed(shot.image.crop((x0, y0, x1, y1))),
-                                                     master=self._root))  # fmt: skip
-                    self._ui.add_dim(photos[-1], x0, y0)
+                _plan(request, None)
+                while _dims_left(request):
+                    self._next_tile(request)
                 self._ui.top.update_idletasks()
                 self._ui.clear()
         finally:
-            photos.clear()  # freed here, on the Tk thread
+            request.photos.clear()  # freed here, on the Tk thread
             done.set()
 
     def _fill(self, request: _Request) -> None:
@@ -393,6 +389,17 @@ class RegionSelector:
     def _callback_error(self, exc: type[BaseException], value: BaseException, tb: Any) -> None:
         log.error("screen overlay failed", exc_info=(exc, value, tb))
         self._finish(error=value)
+
+
+def _plan(request: _Request, pointer: tuple[int, int] | None) -> tuple[int, int, int, int]:
+    """Set the request's image → window ratio and its tiles to draw (the monitor under
+    ``pointer`` first, dimmed tiles before bright ones); the overlay's window geometry."""
+    shot = request.shot
+    geometry = shot.window_geometry()
+    request.ratio = (shot.width / geometry[2], shot.height / geometry[3])
+    tiles = monitor_tiles(shot, pointer)
+    request.todo = [("dim", t) for t in tiles] + [("bright", t) for t in tiles]
+    return geometry
 
 
 def _dims_left(request: _Request) -> bool:

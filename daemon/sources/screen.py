@@ -259,12 +259,15 @@ def preload() -> None:
         _open_mss().close()
 
 
-def warm_up() -> None:
+def warm_up() -> Screenshot | None:
     """Open the calling thread's grabber now and grab once, so mss's shared-memory buffer
     and Pillow's memory are sized before the first hotkey (40–50 ms less on the first
-    overlay at 7680×2160).  Call it on the thread that will grab; the picture is dropped."""
-    with contextlib.suppress(UserInputError):
-        grab_screen()
+    overlay at 7680×2160).  Call it on the thread that will grab.  The screenshot is
+    returned for warming the overlay too (None where the screen cannot be captured)."""
+    try:
+        return grab_screen()
+    except UserInputError:
+        return None
 
 
 def _grabber() -> Any:
