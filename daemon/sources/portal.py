@@ -91,16 +91,14 @@ def _response_for(conn: Any, responses: Any, handle: str, timeout: float) -> Any
     from jeepney import HeaderFields
 
     deadline = time.monotonic() + timeout
-    while True:
-        while responses:
-            signal = responses.popleft()
-            if signal.header.fields.get(HeaderFields.path) == handle:
-                return signal
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise UserInputError("The screenshot portal did not answer; try again.")
-        with contextlib.suppress(TimeoutError):
-            responses.appendleft(conn.recv_until_filtered(responses, timeout=min(1.0, left)))
+    while (left := deadline - time.monotonic()) > 0:
+        try:  # takes what is queued already before reading more
+            signal = conn.recv_until_filtered(responses, timeout=min(1.0, left))
+        except TimeoutError:
+            continue
+        if signal.header.fields.get(HeaderFields.path) == handle:
+            return signal
+    raise UserInputError("The screenshot portal did not answer; try again.")
 
 
 def _take_file(uri: str) -> bytes:
