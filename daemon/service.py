@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from daemon import pipeline
+from daemon import pipeline, runner
 from daemon.actions import ActionResult
 from daemon.config import Config, check_actions, load_config, template_folders
 from daemon.engine import Engine
@@ -26,6 +26,7 @@ from daemon.jobs import DesktopIO, Job, deliver, job_from_binding, read_source
 from daemon.models import ModelsConfig, ModelSpec, check_spec, load_models, resolve_model
 from daemon.pipeline import BUILTIN_ACTIONS
 from daemon.prompts import OPTION_TYPES, TemplateSet, load_templates
+from daemon.runner import Engines
 from daemon.sinks.history import History
 
 __all__ = ["BUILTIN_ACTIONS", "BUSY_NOTE_S", "DesktopIO", "Job", "Service", "job_from_binding"]
@@ -48,13 +49,15 @@ class Service:
     def __init__(
         self,
         io: DesktopIO,
-        engine_factory: Callable[[], Engine],
+        engine_factory: Callable[[ModelSpec], Engine] | None = None,
         history: History | None = None,
         config_loader: Callable[[], Config] = load_config,
         ocr: dict[str, Any] | None = None,
     ) -> None:
         self.io = io
-        self.engine = engine_factory()
+        # One engine per backend in use (the worker, a server…), made when first needed.
+        self.engines = Engines(engine_factory or runner.backends.make_engine,
+                               keep_alive_s=lambda: self.settings.keep_alive_s)  # fmt: skip
         self.history = history
         # OCR engines load their models on first use; the daemon warms them up.
         self.ocr: dict[str, Any] = dict(ocr or {})
@@ -74,6 +77,7 @@ class Service:
         self._last_used = time.monotonic()
         self._thread: threading.Thread | None = None
         self._busy_noted = -BUSY_NOTE_S
+        self._remote_noted: set[str] = set()
         self.accepted = 0  # jobs taken into the queue …
         self.finished = 0  # … and done with (tests and status wait on these)
 
@@ -115,9 +119,12 @@ class Service:
         return self.config.settings
 
     def current_spec(self, override: str | None = None) -> ModelSpec:
-        spec = resolve_model(override or self.model_name, self.models)
-        check_spec(spec)
-        return spec
+        return check_spec(resolve_model(override or self.model_name, self.models))
+
+    @property
+    def engine(self) -> Engine | None:
+        """The engine used last (the current model's), if any was made."""
+        return self.engines.last
 
     # -- the queue -----------------------------------------------------------
     def start(self, preload: bool = True) -> None:
@@ -155,17 +162,17 @@ class Service:
         return self._pending
 
     def cancel(self) -> None:
-        self.engine.cancel()
+        self.engines.cancel()
 
     def free_vram(self) -> None:
-        """Unload now (the model and the OCR process); the next action loads again."""
-        self.engine.unload()
+        """Unload now (every model and the OCR process); the next action loads again."""
+        self.engines.unload()
         self._release_ocr()
         self._changed()
 
     def _resident(self) -> bool:
         """Anything holding model memory: the worker, or a running OCR process."""
-        return self.engine.loaded or any(
+        return self.engines.loaded or any(
             getattr(reader, "running", False) for reader in self.ocr.values()
         )
 
@@ -183,17 +190,18 @@ class Service:
         self._queue.put(None)
         if self._thread is not None:
             self._thread.join(timeout=10)
-        self.engine.unload()
+        self.engines.unload()
         self._release_ocr()
 
     def status(self) -> dict[str, Any]:
-        stats = self.engine.stats()
+        engines = self.engines.stats()
+        current = self.engines.last.stats() if self.engines.last is not None else {}
         return {
             "state": self.state,
-            "model": stats.get("model") or self.model_name or self.models.default,
-            "loaded": stats.get("loaded", False),
-            "worker_pid": stats.get("pid"),
-            "worker_rss_bytes": stats.get("rss_bytes"),
+            "model": current.get("model") or self.model_name or self.models.default,
+            "loaded": self.engines.loaded,
+            "engines": engines,
+            "remote": sorted({str(e.get("url")) for e in engines if e.get("remote")}),
             "queue": self._pending,
             "queue_size": self.settings.queue_size,
             "paused": self.paused,
@@ -229,7 +237,7 @@ class Service:
                     self.finished += 1
                 self._last_used = time.monotonic()
                 if self.settings.keep_alive_s == 0 and self._queue.empty():
-                    self.engine.unload()
+                    self.engines.unload()
                     self._release_ocr()
                 self._set_state("error" if self.last_error else "idle")
 
@@ -243,14 +251,15 @@ class Service:
         keep = self.settings.keep_alive_s
         if keep >= 0 and self._resident() and time.monotonic() - self._last_used >= keep:
             log.info("idle for %.0fs: unloading the model to free memory", keep)
-            self.engine.unload()
+            self.engines.unload()
             self._release_ocr()
             self._changed()
 
     def _control(self, item: _Control) -> None:
         self._set_state("loading")
         try:
-            self.engine.load(self.current_spec(item.model or self.model_name))
+            spec = self.current_spec(item.model or self.model_name)
+            self.engines.get(spec).load(spec)
         except YomitoriError as err:
             message = str(err)
         except Exception as err:
@@ -294,34 +303,35 @@ class Service:
             job.future.set_result(result)
 
     def _execute(self, job: Job) -> ActionResult:
-        pairs = dict(job.vars)
-        if pipeline.OCR in pipeline.steps_of(job.action, self.templates):
-            pairs.setdefault("engine", self.settings.ocr_engine)
-        values, options = pipeline.split_values(job.action, self.templates, pairs)
-        pipeline.validate(job.action, self.templates, values)
-        self._warm_ocr_meanwhile(job, values)
+        plan = runner.plan(job.action, self.templates, job.vars, self.settings.ocr_engine)
+        self._warm_ocr_meanwhile(job, plan.values)
         # Input first: the selection is copied while the user is still where they
         # pressed the hotkey, and a missing input costs no model load.
         payload = read_source(self.io, job)
         pipeline.check_input(job.action, self.templates, payload)
-        load_s = 0.0
-        spec = pipeline.model_for(job.action, self.templates, values,
-                                  job.model or self.model_name, self.models)  # fmt: skip
-        if spec is not None:
-            check_spec(spec)
-            if not self.engine.loaded or self.engine.spec != spec:
-                self._set_state("loading")
-                load_s = self.engine.load(spec)
-        self._set_state("busy")
-        tools = pipeline.Tools(engine=self.engine, spec=lambda: spec, ocr=self.ocr,
-                               max_image_side=self.settings.max_image_side)  # fmt: skip
-        result = pipeline.run(job.action, self.templates, payload, tools, values, options)
-        result.timings["load_s"] = round(result.timings["load_s"] + load_s, 4)
+        spec = runner.choose_model(plan, self.templates, job.model or self.model_name,
+                                   self.models)  # fmt: skip
+        self._note_remote(spec)
+        result = runner.execute(plan, self.templates, payload, spec, self.engines, self.ocr,
+                                self.settings.max_image_side,
+                                on_loading=lambda: self._set_state("loading"),
+                                on_busy=lambda: self._set_state("busy"))  # fmt: skip
         deliver(self.io, job, result, self.settings.notify_chars)
         if self.history is not None and self.settings.history:
             self.history.add(job.action, payload.source, payload.text or "", result.text,
                              result.model, result.timings)  # fmt: skip
         return result
+
+    def _note_remote(self, spec: ModelSpec | None) -> None:
+        """The first job on a remote server says, once, that text leaves this machine."""
+        if spec is None or not spec.opt("allow_remote") or spec.url in self._remote_noted:
+            return
+        self._remote_noted.add(str(spec.url))
+        self.io.notify(
+            "Sending to another machine",
+            f"'{spec.name}' runs on {spec.url}: your text and images leave this machine for "
+            "that host (allow_remote = true in models.toml).",
+        )
 
     def _warm_ocr_meanwhile(self, job: Job, values: dict[str, str]) -> None:
         """OCR of a region: start the OCR process while the user selects.  It stops with

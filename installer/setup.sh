@@ -65,6 +65,9 @@ if [ "$(uname -s)" = Linux ] && ! .venv/bin/python -c 'import gi' 2>/dev/null; t
 fi
 
 if [ "$extras" = test ]; then
+  # The HTTP engines are tested against a real llama-server, built once from the
+  # llama.cpp inside the llama-cpp-python sdist and cached outside the checkout.
+  installer/build_llama_server.sh
   # The desktop tests drive a real X server, clipboard and notification daemon.
   need=()
   command -v Xvfb >/dev/null 2>&1 || need+=(xvfb)

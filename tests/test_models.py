@@ -350,7 +350,9 @@ def test_wire_is_plain_data(tmp_path):
     assert wire["path"] == str(tmp_path / "m.gguf")
     assert wire["mmproj"] == str(tmp_path / "p.gguf")
     assert ModelSpec(name="m", path=tmp_path / "m.gguf").wire()["mmproj"] is None
-    assert all(isinstance(v, (str, int, bool, type(None))) for v in wire.values())
+    plain = (str, int, bool, type(None))
+    assert all(isinstance(v, plain) for k, v in wire.items() if k != "settings")
+    assert wire["settings"] == {} and wire["backend"] == "llama-cpp"
 
 
 # --- check_gguf / check_spec -----------------------------------------------

@@ -293,7 +293,7 @@ def make() -> Iterator[Make]:
         engine = engine or FakeEngine()
         io = io or FakeDesktop()
         config = Config(settings=settings or Settings(), bindings=bindings)
-        service = Service(io, lambda: engine, history=history,
+        service = Service(io, lambda _spec: engine, history=history,
                           config_loader=loader or (lambda: config),
                           ocr={"rapidocr": FakeOcr()})  # fmt: skip
         harness = Harness(service, io, engine)
@@ -1050,7 +1050,7 @@ def test_free_vram_unloads_now(h: Harness) -> None:
 def test_preload_loads_the_default_model() -> None:
     engine = FakeEngine()
     config = Config()
-    service = Service(FakeDesktop(), lambda: engine, config_loader=lambda: config)
+    service = Service(FakeDesktop(), lambda _spec: engine, config_loader=lambda: config)
     service.load()
     service.start()  # preload=True
     try:
@@ -1186,7 +1186,7 @@ def test_good_reload_after_a_failed_one_leaves_the_error_state(make: Make) -> No
 # --- status and listeners ------------------------------------------------------
 
 
-STATUS_KEYS = {"state", "model", "loaded", "worker_pid", "queue", "queue_size", "paused",
+STATUS_KEYS = {"state", "model", "loaded", "engines", "queue", "queue_size", "paused",
                "last_error", "bindings", "uptime_s"}  # fmt: skip
 
 
@@ -1201,7 +1201,7 @@ def test_status_when_idle(make: Make) -> None:
     assert status["state"] == "idle"
     assert status["model"] == "m"  # nothing loaded: the configured default
     assert status["loaded"] is False
-    assert status["worker_pid"] is None
+    assert status["engines"] == []  # none made before the first job
     assert status["queue"] == 0
     assert status["queue_size"] == 7
     assert status["paused"] is False
@@ -1221,7 +1221,7 @@ def test_status_while_busy_and_after(h: Harness) -> None:
     assert busy["state"] == "busy"
     assert busy["queue"] == 1
     assert busy["loaded"] is True
-    assert busy["worker_pid"] == 4242
+    assert [e["pid"] for e in busy["engines"]] == [4242]
     h.engine.release()
     h.settle()
     done = h.service.status()

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, needs_model, run_cli
-from mmproj import image_tokens, text_embedding_width, with_chat_template, write_tiny_mmproj
+from mmproj import image_tokens
 
 from daemon.errors import ModelError
 from daemon.models import ModelSpec
@@ -33,26 +33,6 @@ MAX_IMAGE_SIDE = 512
 OCR_MAX_TOKENS = 32
 CAPTION_MAX_TOKENS = 24  # gibberish is no better for being long
 CAPTION = ("--set", f"max_tokens={CAPTION_MAX_TOKENS}")
-
-
-@pytest.fixture(scope="session")
-def vision_files(tiny_spec, tmp_path_factory) -> dict[str, Path]:
-    gguf = pytest.importorskip("gguf", reason="needs the gguf package (setup.sh --test)")
-    folder = tmp_path_factory.mktemp("vision")
-    reader = gguf.GGUFReader(tiny_spec.path)
-    n_embd = text_embedding_width(reader)
-    files = {
-        "model": with_chat_template(reader, folder / "tiny-chat.gguf"),
-        "mmproj": write_tiny_mmproj(folder / "mmproj.gguf", n_embd),
-        "mmproj_fine": write_tiny_mmproj(folder / "mmproj-fine.gguf", n_embd, merge=2),
-        # Broken ones: output width ≠ the model's, no vision encoder, cut short.
-        "wide": write_tiny_mmproj(folder / "mmproj-wide.gguf", n_embd - 128),
-        "no_vision": write_tiny_mmproj(folder / "mmproj-no-vision.gguf", n_embd, with_vision=False),
-        "truncated": folder / "mmproj-truncated.gguf",
-    }
-    whole = files["mmproj"].read_bytes()
-    files["truncated"].write_bytes(whole[: len(whole) // 2])
-    return files
 
 
 @pytest.fixture(scope="session")

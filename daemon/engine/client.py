@@ -181,6 +181,7 @@ class WorkerEngine:
 
     def stats(self) -> dict[str, Any]:
         state: dict[str, Any] = {
+            "backend": "llama-cpp",
             "model": self._spec.name if self._spec else None,
             "loaded": self.loaded,
             "busy": self._active is not None,

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from daemon.backends.llama_cpp import OPTIONS as LLAMA_CPP_OPTIONS
 from daemon.engine.channel import Channel
 from daemon.engine.llama import (
     FAMILY_FORMATS,
@@ -44,16 +45,7 @@ from daemon.engine.llama import (
 )
 
 # Options the templates speak, mapped to create_chat_completion's names.
-_OPTION_NAMES = {
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "top_k": "top_k",
-    "min_p": "min_p",
-    "repeat_penalty": "repeat_penalty",
-    "max_tokens": "max_tokens",
-    "stop": "stop",
-    "seed": "seed",
-}
+_OPTION_NAMES = LLAMA_CPP_OPTIONS
 
 
 # Pieces after the first are sent at most this often: every send wakes the

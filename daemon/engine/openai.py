@@ -1,0 +1,166 @@
+"""A model on an OpenAI-compatible server: ``/v1/chat/completions``, streamed.
+
+llama-server (ours or the user's), LM Studio, KoboldCpp, vLLM and
+``llama_cpp.server`` all speak it.  Cancel shuts the streaming socket down, which
+every one of them takes as "stop generating" (llama-server frees its slot).
+Token counts come from llama-server's ``timings`` where present (``cache_n`` is
+the reused prefix), else from ``usage``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from daemon.engine import Generation, TextSink
+from daemon.engine.http import HttpEngine, HttpErrors, server_hint
+from daemon.models import ModelSpec
+
+log = logging.getLogger(__name__)
+
+# Sent every time: Ollama's /v1 forces temperature and top_p to 1.0 when they are missing.
+DEFAULTS = {"temperature": 0.8, "top_p": 0.95, "max_tokens": 512}
+OPTIONS = {k: k for k in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty",
+                          "max_tokens", "stop", "seed")}  # fmt: skip
+
+
+class OpenAIEngine(HttpEngine):
+    """One OpenAI-compatible server; a request at a time; cancel from any thread."""
+
+    backend = "openai"
+
+    def __init__(self, api_key: str | None = None, flavour: str | None = None) -> None:
+        super().__init__(api_key)
+        self._flavour = flavour  # "llama-server" adds its cache and timing fields
+
+    @property
+    def loaded(self) -> bool:
+        return self._spec is not None
+
+    def load(self, spec: ModelSpec) -> float:
+        self._checked(spec)
+        if self._spec is not None and self._spec.url != spec.url:
+            self.close()
+        self._spec = spec
+        self._flavour = spec.opt("server_kind", self._flavour)
+        return 0.0
+
+    def unload(self) -> None:
+        self.cancel()
+        self._spec = None
+
+    def stats(self) -> dict[str, Any]:
+        spec = self._spec
+        state: dict[str, Any] = {
+            "backend": spec.backend if spec else self.backend,
+            "model": spec.name if spec else None,
+            "loaded": self.loaded,
+            "busy": self._response is not None,
+        }
+        if spec is not None:
+            state["url"] = spec.url
+            if spec.opt("allow_remote"):
+                state["remote"] = True
+        if self.last is not None:
+            state["last_timings"] = self.last.timings()
+        return state
+
+    def request_body(
+        self, spec: ModelSpec, messages: list[dict[str, Any]], options: dict[str, Any]
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": spec.opt("remote_id") or spec.remote,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        body.update(DEFAULTS)
+        body.update({OPTIONS[k]: v for k, v in options.items() if k in OPTIONS and v is not None})
+        if self._flavour == "llama-server":
+            body["cache_prompt"] = True
+        return body
+
+    def _stream(
+        self, spec: ModelSpec, body: dict[str, Any], on_text: TextSink | None
+    ) -> Generation:
+        errors = HttpErrors(spec, hint=server_hint(spec))
+        parts: list[str] = []
+        first: float | None = None
+        last: dict[str, Any] = {}
+        finish = "stop"
+        started = time.perf_counter()
+        url = f"{spec.url}/v1/chat/completions"
+        try:
+            with self.http(spec).stream("POST", url, json=body) as response:
+                self.opened(response, errors)
+                for event in sse_events(response.iter_lines()):
+                    if "error" in event:
+                        raise errors.in_stream(event["error"])
+                    for key in ("timings", "usage"):
+                        if event.get(key):
+                            last[key] = event[key]
+                    for choice in event.get("choices") or ():
+                        piece = (choice.get("delta") or {}).get("content")
+                        if piece:
+                            if first is None:
+                                first = time.perf_counter() - started
+                            parts.append(piece)
+                            if on_text is not None:
+                                on_text(piece)
+                        if choice.get("finish_reason"):
+                            finish = "length" if choice["finish_reason"] == "length" else "stop"
+        except httpx.HTTPError as err:
+            self.broken(err, errors, mid_stream=first is not None)
+        return Generation(
+            text="".join(parts),
+            finish_reason="cancelled" if self._cancelled.is_set() else finish,
+            ttft_s=first,
+            total_s=time.perf_counter() - started,
+            **token_counts(last, pieces=len(parts)),
+        )
+
+
+def token_counts(last: dict[str, Any], pieces: int = 0) -> dict[str, Any]:
+    """prompt / reused / completion tokens from llama-server's timings, else usage, else
+    (a server that sends neither) one token per streamed piece, marked as counted so."""
+    timings = last.get("timings") or {}
+    usage = last.get("usage") or {}
+    if "prompt_n" in timings:
+        cached = int(timings.get("cache_n") or 0)
+        counts = {
+            "prompt_tokens": int(timings["prompt_n"]) + cached,
+            "reused_tokens": cached,
+            "completion_tokens": int(timings.get("predicted_n") or 0),
+            "extra": {"prompt_eval_s": round(float(timings.get("prompt_ms") or 0) / 1000, 4)},
+        }
+        return counts
+    details = usage.get("prompt_tokens_details") or {}
+    if not usage:
+        return {"completion_tokens": pieces, "extra": {"tokens_from": "stream pieces"}}
+    return {
+        "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+        "reused_tokens": int(details.get("cached_tokens") or 0),
+        "completion_tokens": int(usage.get("completion_tokens") or 0),
+    }
+
+
+def sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a server-sent-events stream, up to ``data: [DONE]``."""
+    for line in lines:
+        if not line.startswith("data:"):
+            continue  # comments (": ping"), event names, blank separators
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            event = json.loads(data)
+        except ValueError:
+            log.debug("skipping an unparsable stream line")
+            continue
+        if isinstance(event, dict):
+            yield event

@@ -1,0 +1,146 @@
+"""Prepare and run one job, for ``yomitori do`` and the daemon alike.
+
+:func:`plan` checks the action, its variables and options (no model, no input
+yet); :func:`choose_model` picks the model and asks its backend whether it can
+run (a file that exists, a server that answers and has it) and whether it sees
+images; :func:`execute` takes the payload through the steps on the engine of
+that model.  :class:`Engines` holds one engine per backend instance, so a
+binding on an Ollama model and one on the in-process worker live side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from daemon import backends, pipeline
+from daemon.actions import ActionResult, Payload, no_vision
+from daemon.engine import Engine
+from daemon.models import ModelsConfig, ModelSpec, check_spec
+from daemon.prompts import TemplateSet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Plan:
+    action: str
+    values: dict[str, str]
+    options: dict[str, Any]
+
+
+def plan(action: str, templates: TemplateSet, pairs: Mapping[str, str], ocr_engine: str) -> Plan:
+    """The action's variables and sampling options, checked; every mistake here is the
+    user's and costs no model load."""
+    pairs = dict(pairs)
+    if pipeline.OCR in pipeline.steps_of(action, templates):
+        pairs.setdefault("engine", ocr_engine)
+    values, options = pipeline.split_values(action, templates, pairs)
+    pipeline.validate(action, templates, values)
+    return Plan(action=action, values=values, options=options)
+
+
+def choose_model(
+    job: Plan, templates: TemplateSet, choice: str | None, models: ModelsConfig
+) -> ModelSpec | None:
+    """The model the job runs on (None: it needs none), as its backend found it."""
+    spec = pipeline.model_for(job.action, templates, job.values, choice, models)
+    if spec is None:
+        return None
+    spec = check_spec(spec)
+    if pipeline.needs_vision(job.action, templates, job.values) and not spec.vision:
+        raise no_vision(job.action, spec.name)
+    return spec
+
+
+class Engines:
+    """The engines in use, made on first use: one per :func:`backends.engine_key`."""
+
+    def __init__(
+        self,
+        factory: Callable[[ModelSpec], Engine] = backends.make_engine,
+        keep_alive_s: Callable[[], float] | None = None,
+    ) -> None:
+        self._factory = factory
+        self._keep_alive_s = keep_alive_s
+        self._engines: dict[str, Engine] = {}
+        self.last: Engine | None = None
+
+    def get(self, spec: ModelSpec) -> Engine:
+        key = backends.engine_key(spec)
+        engine = self._engines.get(key)
+        if engine is None:
+            engine = self._factory(spec)
+            self._engines[key] = engine
+        if self._keep_alive_s is not None and hasattr(engine, "set_keep_alive"):
+            engine.set_keep_alive(self._keep_alive_s())
+        self.last = engine
+        return engine
+
+    def all(self) -> list[Engine]:
+        return list(self._engines.values())
+
+    @property
+    def loaded(self) -> bool:
+        return any(engine.loaded for engine in self.all())
+
+    def cancel(self) -> None:
+        for engine in self.all():
+            engine.cancel()
+
+    def unload(self) -> None:
+        """Every model out of memory (Free VRAM, keep_alive, quit)."""
+        for engine in self.all():
+            try:
+                engine.unload()
+            except Exception:  # one backend failing must not keep the others resident
+                log.exception("unloading %s failed", type(engine).__name__)
+
+    def close(self) -> None:
+        """Let go of every engine: our processes exit, other servers keep their models."""
+        for engine in self.all():
+            closer = getattr(engine, "close", engine.unload)
+            try:
+                closer()
+            except Exception:
+                log.exception("closing %s failed", type(engine).__name__)
+
+    def stats(self) -> list[dict[str, Any]]:
+        return [engine.stats() for engine in self.all()]
+
+
+def load_for(engines: Engines, spec: ModelSpec, on_loading: Callable[[], None] | None) -> float:
+    """Make ``spec`` resident in its engine; seconds it took."""
+    engine = engines.get(spec)
+    if engine.loaded and engine.spec == spec:
+        return 0.0
+    if on_loading is not None:
+        on_loading()
+    return engine.load(spec)
+
+
+def execute(
+    job: Plan,
+    templates: TemplateSet,
+    payload: Payload,
+    spec: ModelSpec | None,
+    engines: Engines,
+    ocr: Mapping[str, Any],
+    max_image_side: int,
+    on_text: Callable[[str], None] | None = None,
+    on_loading: Callable[[], None] | None = None,
+    on_busy: Callable[[], None] | None = None,
+) -> ActionResult:
+    """The payload through the job's steps; ``load_s`` counts a load done for it."""
+    pipeline.check_input(job.action, templates, payload)
+    load_s = load_for(engines, spec, on_loading) if spec is not None else 0.0
+    if on_busy is not None:
+        on_busy()
+    engine = engines.get(spec) if spec is not None else None
+    tools = pipeline.Tools(engine=engine, spec=lambda: spec, ocr=ocr,
+                           max_image_side=max_image_side)  # fmt: skip
+    result = pipeline.run(job.action, templates, payload, tools, job.values, job.options, on_text)
+    result.timings["load_s"] = round(result.timings["load_s"] + load_s, 4)
+    return result
