@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("paths", help="show the config, data, cache and log folders")
 
     bench = sub.add_parser("bench", help="measure overheads and speed-ups (prints JSON)")
-    bench.add_argument("--model", help="model name or .gguf path (default: tiny)")
+    bench.add_argument("--model", help="a model from models.toml (any backend), 'tiny', or a .gguf")
     bench.add_argument("--json", action="store_true", help="only the JSON line")
     bench.add_argument("--runs", type=int, default=5, help="repetitions per measurement")
     bench.add_argument("--threads", type=int, default=None, help="llama.cpp threads for both sides")
@@ -129,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure the daemon: hotkey → clipboard, idle memory and CPU (needs X)",
     )
     bench.add_argument("--idle-seconds", type=float, default=60.0)
+    bench.add_argument(
+        "--compare",
+        action="store_true",
+        help="in-process worker vs a managed llama-server on the same GGUF and threads",
+    )
     bench.add_argument(
         "--ocr",
         type=Path,

@@ -116,7 +116,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.ocr is not None:
-        from daemon.bench_ocr import run_ocr_bench
+        from daemon.bench.ocr import run_ocr_bench
 
         print(json.dumps(run_ocr_bench(args.ocr, args.engine, max(1, args.runs // 2)),
                          ensure_ascii=False))  # fmt: skip
@@ -127,13 +127,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(json.dumps(overlay_bench(args.runs)))
         return 0
     if args.daemon:
-        from daemon.desktop.bench import run_daemon_bench
+        from daemon.bench.desktop import run_daemon_bench
 
         def say(message: str) -> None:
             if not args.json:
                 print(message, file=sys.stderr, flush=True)
 
         figures = run_daemon_bench(args.model or "tiny", args.runs, args.idle_seconds, say)
+        print(json.dumps(figures))
+        return 0
+    if args.compare:
+        from daemon.bench.compare import run_compare
+
+        figures = run_compare(args.model, args.runs, args.threads, quiet=args.json)
         print(json.dumps(figures))
         return 0
     from daemon.bench import run_bench

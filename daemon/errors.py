@@ -27,6 +27,10 @@ class ModelError(UserInputError):
     """A model is missing, misnamed or not a GGUF file."""
 
 
+class NoModelConfigured(ModelError):
+    """Nothing names a model: no models.toml entry, --model or YOMITORI_MODEL."""
+
+
 class EngineError(YomitoriError):
     """The model worker failed while loading or generating."""
 

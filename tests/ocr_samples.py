@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from daemon.bench_ocr import cer
+from daemon.bench.ocr import cer
 
 __all__ = ["SAMPLES", "Sample", "cer", "font_path", "render", "write_set"]
 

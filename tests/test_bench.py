@@ -10,6 +10,7 @@ import json
 import math
 
 from conftest import needs_model, run_cli
+from servers import need_llama_server
 
 KEYS = (
     "overhead_ratio",
@@ -36,4 +37,47 @@ def test_bench_prints_every_figure():
     assert figures["long_reused_tokens"] > 0.9 * figures["long_prompt_tokens"]
     assert figures["ttft_cold_s"] > figures["ttft_reused_s"] > 0
     assert figures["warm_vs_cold_ratio"] > 0  # its size is for the report, not a test
-    assert set(figures["targets"]) == {"overhead_ok", "prefix_speedup_ok", "tps_ratio_ok"}
+    assert set(figures["targets"]) == TARGETS
+
+
+TARGETS = {"overhead_ok", "prefix_speedup_ok", "tps_ratio_ok", "cancel_ok"}
+
+
+@needs_model
+def test_bench_runs_on_a_server_backend(config_dir, vision_files):
+    """The generic bench on a managed llama-server: the reference is a bare HTTP client
+    sending the engine's own request."""
+    binary = need_llama_server()
+    (config_dir / "models.toml").write_text(
+        f'[models.srv]\nbackend = "llama-server"\npath = "{vision_files["model"].as_posix()}"\n'
+        f'server = "{binary.as_posix()}"\nn_ctx = 2048\n',
+        encoding="utf-8",
+    )
+    try:
+        done = run_cli("bench", "--json", "--runs", "1", "--model", "srv", timeout=600)
+    finally:
+        (config_dir / "models.toml").unlink()
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["backend"] == "llama-server" and figures["url"].startswith("http://127.0.0.1:")
+    for key in KEYS:
+        assert isinstance(figures[key], (int, float)) and math.isfinite(figures[key]), key
+    assert figures["same_output"] is True
+    assert figures["long_reused_tokens"] > 0.9 * figures["long_prompt_tokens"]
+    assert set(figures["targets"]) == TARGETS
+
+
+@needs_model
+def test_bench_compare_worker_and_llama_server(vision_files):
+    need_llama_server()
+    done = run_cli("bench", "--compare", "--json", "--runs", "1", "--model",
+                   str(vision_files["model"]), timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    for side in ("worker", "llama_server"):
+        one = figures[side]
+        for key in ("load_s", "ttft_cold_s", "ttft_reused_s", "tps", "idle_rss_mb", "cancel_ms"):
+            assert isinstance(one[key], (int, float)) and math.isfinite(one[key]), (side, key)
+        assert one["process_gone_after_unload"] is True
+        assert one["long_reused_tokens"] > 0.9 * one["long_prompt_tokens"]
+    assert set(figures["server_vs_worker"]) >= {"load_s", "tps", "idle_rss_mb"}

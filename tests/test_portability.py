@@ -438,7 +438,7 @@ def test_macos_tray_leaves_notifications_to_osascript_and_updates_on_the_main_th
     helper.callAfter = lambda func, *args: queued.append((func, args))  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "PyObjCTools", types.ModuleType("PyObjCTools"))
     monkeypatch.setitem(sys.modules, "PyObjCTools.AppHelper", helper)
-    service = types.SimpleNamespace(state="busy")
+    service = types.SimpleNamespace(state="busy", resident=dict)
     tray._changed(service)
     assert tray.icon.icon is None  # not touched from this thread
     func, args = queued[0]

@@ -152,9 +152,9 @@ def test_pause_model_switch_recent_reload_quit(tray):
     switched = []
     service.switch_model = switched.append
     models = icon._model_items()
-    assert labels(models)[:2] == ["a", "b"]
-    assert find(models, "a").checked and not find(models, "b").checked
-    find(models, "b")(icon.icon)
+    assert labels(models)[:2] == ["a — llama-cpp", "b — llama-cpp"]
+    assert find(models, "a — llama-cpp").checked and not find(models, "b — llama-cpp").checked
+    find(models, "b — llama-cpp")(icon.icon)
     assert switched == ["b"]
 
     assert labels(icon._recent_items()) == ["(nothing yet)"]
@@ -175,3 +175,10 @@ def test_icon_follows_the_state(tray):
     service._set_state("error")
     assert icon.icon.icon.tobytes() != before
     assert icon.icon.title == "yomitori: error"
+
+
+def test_model_labels_say_backend_and_residence():
+    from daemon.desktop.tray import model_label
+
+    assert model_label("llava", "ollama", True) == "llava — ollama, loaded"
+    assert model_label("qwen", "llama-server", False) == "qwen — llama-server"

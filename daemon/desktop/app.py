@@ -19,7 +19,6 @@ from daemon import platform
 from daemon.config import Config, Settings, load_config
 from daemon.desktop import ipc
 from daemon.desktop.hotkeys import Hotkeys
-from daemon.engine.client import WorkerEngine
 from daemon.errors import Cancelled, ConfigError, UserInputError, YomitoriError
 from daemon.service import Job, Service, job_from_binding
 from daemon.sinks import notify as notify_mod
@@ -130,7 +129,7 @@ class Daemon:
         from daemon.engine.ocr_worker import OcrProcess, RemoteOcr
 
         ocr = OcrProcess()
-        self.service = Service(DesktopBridge(self.notifications), WorkerEngine,
+        self.service = Service(DesktopBridge(self.notifications), None,
                                history=None, config_loader=self._load_config,
                                ocr={name: RemoteOcr(ocr, name)
                                     for name in ("rapidocr", "tesseract")})  # fmt: skip

@@ -139,7 +139,12 @@ class Tray:
 
     def _show_state(self, service: Service) -> None:
         self.icon.icon = icon_image(service.state)
-        self.icon.title = f"yomitori: {service.state}"  # X11 titles are Latin-1
+        title = f"yomitori: {service.state}"
+        resident = service.resident()
+        if resident:
+            title += " · " + ", ".join(f"{name} ({backend})" for name, backend in resident.items())
+        # X11 titles are Latin-1.
+        self.icon.title = title.encode("latin-1", "replace").decode("latin-1")
         if self.icon.HAS_MENU:
             self.icon.update_menu()
 
@@ -175,15 +180,19 @@ class Tray:
         return run
 
     def _model_items(self) -> list[Any]:
-        names = list(self.service.models.models)
+        specs = {name: spec.backend for name, spec in self.service.models.models.items()}
         if models.tiny_available():
-            names.append(models.TINY)
+            specs[models.TINY] = "llama-cpp"
         current = self.service.model_name or self.service.models.default
+        resident = self.service.resident()
         return [
             self.pystray.MenuItem(
-                name, self._switcher(name), checked=lambda _i, n=name: n == current, radio=True
+                model_label(name, backend, name in resident),
+                self._switcher(name),
+                checked=lambda _i, n=name: n == current,
+                radio=True,
             )
-            for name in names
+            for name, backend in specs.items()
         ]
 
     def _switcher(self, name: str) -> Any:
@@ -204,6 +213,11 @@ class Tray:
 
     def _copier(self, text: str) -> Any:
         return lambda: self.service.io.write_clipboard(text)
+
+
+def model_label(name: str, backend: str, resident: bool) -> str:
+    """``qwen3-vl — ollama, loaded``: which backend, and whether it is in memory now."""
+    return f"{name} — {backend}{', loaded' if resident else ''}"
 
 
 def _label(text: str, width: int = 40) -> str:

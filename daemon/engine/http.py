@@ -174,6 +174,20 @@ class HttpEngine:
             self.last = result
             return result
 
+    #: Where a generation is posted, after the server's URL.
+    path = "/v1/chat/completions"
+
+    def wire(
+        self, messages: list[dict[str, Any]], options: dict[str, Any]
+    ) -> tuple[str, dict[str, str], dict[str, Any]]:
+        """URL, headers and body of the request ``generate`` would send (for the bench's
+        bare reference client)."""
+        spec = self._spec
+        if spec is None:
+            raise EngineError("No model is loaded; load one first.")
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        return f"{spec.url}{self.path}", headers, self.request_body(spec, messages, options)
+
     def request_body(
         self, spec: ModelSpec, messages: list[dict[str, Any]], options: dict[str, Any]
     ) -> dict[str, Any]:

@@ -68,6 +68,7 @@ def context_for(messages: list[dict[str, Any]], max_tokens: int) -> int:
 
 class OllamaEngine(HttpEngine):
     backend = "ollama"
+    path = "/api/chat"
 
     def __init__(self, api_key: str | None = None) -> None:
         super().__init__(api_key)
@@ -197,7 +198,7 @@ class OllamaEngine(HttpEngine):
         final: dict[str, Any] = {}
         started = time.perf_counter()
         try:
-            with self.http(spec).stream("POST", f"{spec.url}/api/chat", json=body) as response:
+            with self.http(spec).stream("POST", f"{spec.url}{self.path}", json=body) as response:
                 self.opened(response, errors)
                 for line in response.iter_lines():
                     if not line.strip():

@@ -94,7 +94,7 @@ class OpenAIEngine(HttpEngine):
         last: dict[str, Any] = {}
         finish = "stop"
         started = time.perf_counter()
-        url = f"{spec.url}/v1/chat/completions"
+        url = f"{spec.url}{self.path}"
         try:
             with self.http(spec).stream("POST", url, json=body) as response:
                 self.opened(response, errors)

@@ -133,6 +133,14 @@ class ManagedServerEngine:
         result.load_s += load_s
         return result
 
+    def wire(
+        self, messages: list[dict[str, Any]], options: dict[str, Any]
+    ) -> tuple[str, dict[str, str], dict[str, Any]]:
+        """The request ``generate`` would send to the running server (for the bench)."""
+        if self._http is None:
+            raise EngineError("llama-server is not running; load a model first.")
+        return self._http.wire(messages, options)
+
     def cancel(self) -> None:
         if self._http is not None:
             self._http.cancel()

@@ -220,13 +220,14 @@ def run_daemon_bench(model: str, runs: int, idle_seconds: float, say: Any) -> di
 def _do_times(model: str, runs: int, inputs: list[str]) -> list[float]:
     from daemon.actions import Payload, run_action
     from daemon.config import template_folders
-    from daemon.engine.client import WorkerEngine
-    from daemon.models import load_models, resolve_model
+    from daemon.models import check_spec, load_models, resolve_model
     from daemon.prompts import load_templates
+    from daemon.runner import Engines
 
     template = load_templates(template_folders()).get("translate_en")
-    spec = resolve_model(model, load_models())
-    engine = WorkerEngine()
+    spec = check_spec(resolve_model(model, load_models()))
+    engines = Engines()
+    engine = engines.get(spec)  # the daemon's backend for this model, whichever it is
     options = {"max_tokens": 16, "temperature": 0.0, "seed": 1}
     times = []
     try:
@@ -237,5 +238,5 @@ def _do_times(model: str, runs: int, inputs: list[str]) -> list[float]:
             if i:
                 times.append(time.perf_counter() - started)
     finally:
-        engine.unload()
+        engines.close()
     return times[:runs]
