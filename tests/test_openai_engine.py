@@ -244,3 +244,43 @@ def test_llama_cpp_python_server_is_a_second_real_server(tiny_spec):
         assert result.completion_tokens > 0  # from usage (no llama-server timings here)
     finally:
         srv.stop()
+
+
+def test_a_kept_alive_connection_the_server_closed_is_retried_once():
+    """A server that closes an idle kept-alive connection just as the next request goes
+    out (cpp-httplib's keep-alive limits do): nothing reached the model, so the request
+    is sent again on a fresh connection instead of failing."""
+    import socket as sockets
+
+    body = (b'data: {"choices":[{"delta":{"content":"ok"},"finish_reason":"stop"}]}\n\n'
+            b"data: [DONE]\n\n")  # fmt: skip
+    reply = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: keep-alive\r\n"
+             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)  # fmt: skip
+    listener = sockets.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    connections = []
+
+    def serve() -> None:
+        for index in range(2):
+            conn, _ = listener.accept()
+            connections.append(conn)
+            conn.recv(65536)
+            conn.sendall(reply)
+            if index == 0:
+                conn.recv(65536)  # the second request on the kept-alive connection…
+                conn.close()  # …closed without an answer
+            else:
+                conn.recv(65536)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    eng = OpenAIEngine()
+    eng.load(spec_for(f"http://127.0.0.1:{listener.getsockname()[1]}"))
+    try:
+        assert eng.generate(chat("x"), {"max_tokens": 2}).text == "ok"
+        assert eng.generate(chat("x"), {"max_tokens": 2}).text == "ok"
+        assert len(connections) == 2
+    finally:
+        eng.close()
+        listener.close()

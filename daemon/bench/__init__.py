@@ -55,6 +55,10 @@ def run_bench(
         try:
             say("warm requests: yomitori's path vs the reference…")
             figures.update(measure.overhead(engine, spec, template, reference, runs))
+            # One token: the fixed cost of a request alone, far less noisy than 32 tokens.
+            short = measure.overhead(engine, spec, template, reference, runs, measure.ONE)
+            figures.update(overhead_1tok_ms=short["overhead_ms"],
+                           overhead_1tok_ratio=short["overhead_ratio"])  # fmt: skip
             say("decode speed…")
             figures.update(measure.decode_speed(engine, template, reference, runs))
         finally:

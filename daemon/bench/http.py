@@ -16,6 +16,12 @@ class RawHttp:
         self.client = httpx.Client(timeout=600, trust_env=False)
 
     def stream(self, messages: list[dict[str, Any]], options: dict[str, Any]) -> Iterator[str]:
+        try:
+            yield from self._stream(messages, options)
+        except httpx.RemoteProtocolError:  # a kept-alive connection the server had closed
+            yield from self._stream(messages, options)
+
+    def _stream(self, messages: list[dict[str, Any]], options: dict[str, Any]) -> Iterator[str]:
         url, headers, body = self.engine.wire(messages, options)
         sse = not url.endswith("/api/chat")
         with self.client.stream("POST", url, json=body, headers=headers) as response:

@@ -27,6 +27,7 @@ from daemon.prompts import Template, render
 INPUT = "夕焼けの海辺で、白いワンピースを着た少女が麦わら帽子を押さえている"
 GREEDY = {"temperature": 0.0, "seed": 1}
 SHORT = {**GREEDY, "max_tokens": 32}
+ONE = {**GREEDY, "max_tokens": 1}
 LONG = {**GREEDY, "max_tokens": 128}
 Say = Callable[[str], None]
 
@@ -87,16 +88,21 @@ def long_template(base: Template) -> Template:
 
 
 def overhead(
-    engine: Engine, spec: ModelSpec, template: Template, reference: Reference, runs: int
+    engine: Engine,
+    spec: ModelSpec,
+    template: Template,
+    reference: Reference,
+    runs: int,
+    options: dict[str, Any] = SHORT,
 ) -> dict[str, Any]:
     """Warm requests: the do path vs the reference, alternating which goes first."""
-    rendered = render(template, INPUT, options=SHORT)
+    rendered = render(template, INPUT, options=options)
     payload = Payload(text=INPUT)
     outputs: set[str] = set()
 
     def ours() -> float:
         started = time.perf_counter()
-        outputs.add(run_action(template, payload, engine, spec, options=SHORT).text)
+        outputs.add(run_action(template, payload, engine, spec, options=options).text)
         return time.perf_counter() - started
 
     def theirs() -> float:
@@ -119,11 +125,14 @@ def overhead(
             ours_s.append(pair[0])
             theirs_s.append(pair[1])
     do_s, raw_s = median(ours_s), median(theirs_s)
+    # Paired: each request against its neighbour in time, so a machine that speeds up or
+    # slows down during the run (shared cores) moves both sides of a pair together.
+    pairs = list(zip(ours_s, theirs_s, strict=True))
     return {
         "do_warm_s": round(do_s, 4),
         "raw_warm_s": round(raw_s, 4),
-        "overhead_ms": round((do_s - raw_s) * 1000, 2),
-        "overhead_ratio": round(do_s / raw_s - 1, 4),
+        "overhead_ms": round(median([(o - t) * 1000 for o, t in pairs]), 2),
+        "overhead_ratio": round(median([o / t - 1 for o, t in pairs]), 4),
         "same_output": len(outputs) == 1,
     }
 

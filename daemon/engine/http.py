@@ -129,6 +129,14 @@ class HttpErrors:
 YomitoriHttpError = ServerUnavailable | ServerFailed
 
 
+class StaleConnection(Exception):
+    """The request met a connection the server had already closed (internal)."""
+
+
+# What a pooled connection the server closed in the meantime looks like.
+STALE_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
 class HttpEngine:
     """What the HTTP engines share: one request at a time, a pooled client with the
     model's timeout and key, loopback checked again at run time, and cancel by shutting
@@ -143,6 +151,7 @@ class HttpEngine:
         self._lock = threading.Lock()
         self._response: httpx.Response | None = None
         self._cancelled = threading.Event()
+        self._retried = False
         self.last: Generation | None = None
 
     @property
@@ -167,8 +176,15 @@ class HttpEngine:
                 raise EngineError("No model is loaded; load one first.")
             self._checked(spec)  # also at run time, not only when models.toml was read
             self._cancelled.clear()
+            self._retried = False
+            body = self.request_body(spec, messages, options)
             try:
-                result = self._stream(spec, self.request_body(spec, messages, options), on_text)
+                result = self._stream(spec, body, on_text)
+            except StaleConnection:
+                # A kept-alive connection the server had closed: nothing was sent to the
+                # model, so the request goes again on a fresh one (once).
+                log.debug("retrying on a fresh connection to %s", spec.url)
+                result = self._stream(spec, body, on_text)
             finally:
                 self._response = None
             self.last = result
@@ -235,9 +251,14 @@ class HttpEngine:
     def broken(self, err: httpx.HTTPError, errors: HttpErrors, mid_stream: bool) -> None:
         """The stream failed: a cancel if we shut it, else the server's fault."""
         cancelled = self._cancelled.is_set()
+        answered = self._response is not None
         self._drop_client()  # a broken connection is not reused
-        if not cancelled:
-            raise errors.transport(err, mid_stream=mid_stream) from None
+        if cancelled:
+            return
+        if not answered and not self._retried and isinstance(err, STALE_ERRORS):
+            self._retried = True
+            raise StaleConnection from None
+        raise errors.transport(err, mid_stream=mid_stream) from None
 
 
 def shut_down(response: httpx.Response) -> None:

@@ -214,8 +214,7 @@ class OllamaEngine(HttpEngine):
                         if on_text is not None:
                             on_text(piece)
                     if event.get("done"):
-                        final = event
-                        break
+                        final = event  # read on to the end: the connection is then reused
         except httpx.HTTPError as err:
             self.broken(err, errors, mid_stream=first is not None)
         except ValueError:

@@ -150,13 +150,16 @@ def token_counts(last: dict[str, Any], pieces: int = 0) -> dict[str, Any]:
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
-    """The JSON objects of a server-sent-events stream, up to ``data: [DONE]``."""
+    """The JSON objects of a server-sent-events stream, up to ``data: [DONE]``; the rest
+    is read too, so that the connection goes back to the pool for the next request."""
+    done = False
     for line in lines:
-        if not line.startswith("data:"):
+        if done or not line.startswith("data:"):
             continue  # comments (": ping"), event names, blank separators
         data = line[5:].strip()
         if data == "[DONE]":
-            return
+            done = True
+            continue
         try:
             event = json.loads(data)
         except ValueError:
