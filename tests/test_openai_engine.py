@@ -284,3 +284,19 @@ def test_a_kept_alive_connection_the_server_closed_is_retried_once():
     finally:
         eng.close()
         listener.close()
+
+
+def test_free_vram_asks_lm_studio_to_unload():
+    """Against the LM Studio STAND-IN: unload goes through its native /api/v1 API."""
+    openai_backend._probed.clear()
+    with LMStudioStandIn() as studio:
+        spec = openai_backend.check(spec_for(studio.url, remote="llama-3.2-1b-instruct"))
+        assert spec.opt("server_kind") == "lmstudio"
+        engine = openai_backend.make_engine(spec)
+        engine.load(spec)
+        assert engine.generate(chat("x"), {"max_tokens": 3}).text
+        assert studio.loaded("llama-3.2-1b-instruct")
+        engine.unload()
+        assert not studio.loaded("llama-3.2-1b-instruct")
+        assert studio.requests_to("/api/v1/models/unload") == [
+            {"instance_id": "llama-3.2-1b-instruct"}]  # fmt: skip

@@ -51,8 +51,27 @@ class OpenAIEngine(HttpEngine):
         return 0.0
 
     def unload(self) -> None:
+        """Forget the model; LM Studio (the one such server that can) is asked to unload
+        it, so that its VRAM goes back too."""
         self.cancel()
-        self._spec = None
+        spec, self._spec = self._spec, None
+        if spec is not None and self._flavour == "lmstudio":
+            self._unload_lmstudio(spec)
+
+    def _unload_lmstudio(self, spec: ModelSpec) -> None:
+        name = spec.opt("remote_id") or spec.remote
+        try:
+            client = self.http(spec)
+            listed = client.get(f"{spec.url}/api/v1/models", timeout=5.0).json()
+            for model in listed.get("models") or ():
+                if model.get("key") != name:
+                    continue
+                for instance in model.get("loaded_instances") or ():
+                    client.post(f"{spec.url}/api/v1/models/unload",
+                                json={"instance_id": instance["id"]}, timeout=30.0)  # fmt: skip
+                    log.info("LM Studio: unloaded %s", instance["id"])
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as err:
+            log.warning("LM Studio did not unload %s: %s", name, err)
 
     def stats(self) -> dict[str, Any]:
         spec = self._spec
