@@ -300,3 +300,23 @@ def test_free_vram_asks_lm_studio_to_unload():
         assert not studio.loaded("llama-3.2-1b-instruct")
         assert studio.requests_to("/api/v1/models/unload") == [
             {"instance_id": "llama-3.2-1b-instruct"}]  # fmt: skip
+
+
+def test_a_server_that_never_answers_times_out_with_a_sentence():
+    import socket as sockets
+
+    listener = sockets.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()  # accepts (the kernel does) and never answers
+    eng = OpenAIEngine()
+    eng.load(spec_for(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout_s=0.5))
+    try:
+        started = time.monotonic()
+        with pytest.raises(ServerFailed) as info:
+            eng.generate(chat("x"), {"max_tokens": 2})
+        assert time.monotonic() - started < 5
+        assert "did not answer within 0.5 s" in str(info.value)
+        assert "timeout_s" in str(info.value)
+    finally:
+        eng.close()
+        listener.close()
