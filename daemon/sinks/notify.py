@@ -142,6 +142,17 @@ def choose(preference: str, candidates: list[Notifier]) -> Notifier | None:
     return None
 
 
+def failure(err: BaseException) -> str:
+    """What went wrong, without anything the failure carries of the text shown."""
+    if isinstance(err, subprocess.CalledProcessError):
+        return f"exit status {err.returncode}"
+    if isinstance(err, subprocess.TimeoutExpired):
+        return f"no answer within {err.timeout:g} s"
+    if isinstance(err, OSError) and err.errno is not None:
+        return f"{type(err).__name__} {err.errno}"
+    return type(err).__name__
+
+
 class NotificationQueue:
     """Sends on its own thread; never blocks the caller."""
 
@@ -168,7 +179,11 @@ class NotificationQueue:
             try:
                 self.notifier.notify(*item)
             except Exception as err:
-                log.warning("notification through %s failed: %s", self.notifier.name, err)
+                # Not the exception's text: for notify-send and osascript that is the
+                # command line, which holds the result.
+                log.warning("notification through %s failed (%s)", self.notifier.name,
+                            failure(err))  # fmt: skip
+                log.debug("notification failure", exc_info=True)
 
     def close(self) -> None:
         self._queue.put(None)
