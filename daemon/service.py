@@ -78,6 +78,7 @@ class Service:
         self._thread: threading.Thread | None = None
         self._busy_noted = -BUSY_NOTE_S
         self._remote_noted: set[str] = set()
+        self.hotkeys_taken: list[str] = []  # chords another program holds (the desktop says)
         self.accepted = 0  # jobs taken into the queue …
         self.finished = 0  # … and done with (tests and status wait on these)
 
@@ -215,6 +216,7 @@ class Service:
             "paused": self.paused,
             "last_error": self.last_error,
             "bindings": len(self.config.bindings),
+            "hotkeys_taken": list(self.hotkeys_taken),
             "uptime_s": round(time.time() - self.started, 1),
         }
 

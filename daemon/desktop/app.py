@@ -230,7 +230,7 @@ class Daemon:
         chords = {b.hotkey: self._on_binding(b) for b in self.service.config.bindings}
         chords[self.service.settings.cancel_hotkey] = self.service.cancel
         try:
-            self.hotkeys.bind(chords)
+            self._report_taken(self.hotkeys.bind(chords))
             # Start tracking held modifiers now, so the first paste already
             # knows what the user is holding.
             _ = self.service.io.keyboard  # type: ignore[attr-defined]
@@ -240,6 +240,23 @@ class Daemon:
         except Exception as err:  # e.g. no X display: everything else keeps working
             log.warning("hotkeys unavailable: %s", err)
             self.notifications.notify("Hotkeys unavailable", f"Global hotkeys failed: {err}")
+
+    def _report_taken(self, taken: list[Any]) -> None:
+        """Chords another program holds: said at start and on reload, which binding and
+        how to change it (a hotkey that silently never fires is the worst outcome)."""
+        names = {b.hotkey: b.action for b in self.service.config.bindings}
+        names[self.service.settings.cancel_hotkey] = "cancel"
+        lines = [f"{t.chord} ({names.get(t.chord, '?')}): {t.reason}" for t in taken]
+        self.service.hotkeys_taken = lines
+        if not lines:
+            return
+        for line in lines:
+            log.warning("hotkey not available: %s", line)
+        self.notifications.notify(
+            "Hotkeys not available",
+            "; ".join(lines) + ". Pick other hotkeys in hotkeys.toml (yomitori paths shows "
+            "where), then yomitori reload.",
+        )
 
     def _on_binding(self, binding: Any) -> Any:
         def pressed() -> None:

@@ -15,7 +15,9 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Mapping
+from typing import Any
 
+from daemon import platform
 from daemon.desktop.keys import MAC_PERMISSION, mac_untrusted
 from daemon.errors import YomitoriError
 
@@ -41,20 +43,29 @@ def check_available() -> None:
 
 
 class Hotkeys:
-    """A set of chords, replaced as a whole on reload."""
+    """A set of chords, replaced as a whole on reload.
+
+    On X11 the chords are grabbed (:mod:`daemon.desktop.grab_x11`), so they never reach
+    the focused program; elsewhere pynput listens for them.
+    """
 
     def __init__(self) -> None:
         self._listener: object | None = None
+        self._grabber: Any = None
         self.bound: dict[str, Callable[[], None]] = {}
+        self.taken: list[Any] = []
 
-    def bind(self, chords: Mapping[str, Callable[[], None]]) -> None:
-        """Listen for exactly ``chords`` (pynput syntax), replacing earlier ones."""
+    def bind(self, chords: Mapping[str, Callable[[], None]]) -> list[Any]:
+        """Take exactly ``chords`` (pynput syntax), replacing earlier ones; the chords that
+        another program holds come back (``Taken``: chord and reason)."""
         check_available()
+        if platform.is_x11():
+            return self._grab(chords)
         from pynput import keyboard
 
         self.unbind()
         if not chords:
-            return
+            return []
         listener = keyboard.GlobalHotKeys(
             {chord: _guard(chord, cb) for chord, cb in chords.items()}
         )
@@ -67,12 +78,30 @@ class Hotkeys:
         self._listener = listener
         self.bound = dict(chords)
         log.info("listening for %d hotkeys", len(chords))
+        return []
+
+    def _grab(self, chords: Mapping[str, Callable[[], None]]) -> list[Any]:
+        from daemon.desktop.grab_x11 import X11Hotkeys
+
+        if self._grabber is None:
+            self._grabber = X11Hotkeys()
+        guarded = {chord: _guard(chord, cb) for chord, cb in chords.items()}
+        self.taken = self._grabber.bind(guarded)
+        refused = {t.chord for t in self.taken}
+        self.bound = {c: cb for c, cb in chords.items() if c not in refused}
+        log.info("grabbed %d hotkeys (%d taken by other programs)", len(self.bound),
+                 len(self.taken))  # fmt: skip
+        return list(self.taken)
 
     def unbind(self) -> None:
         if self._listener is not None:
             self._listener.stop()  # type: ignore[attr-defined]
             self._listener = None
+        if self._grabber is not None:
+            self._grabber.close()
+            self._grabber = None
         self.bound = {}
+        self.taken = []
 
 
 def _guard(chord: str, callback: Callable[[], None]) -> Callable[[], None]:
