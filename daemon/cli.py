@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -283,15 +284,19 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not rows:
         print("No models configured yet: see the README's 'Models' section, or look for local "
               "servers with: yomitori models --discover")  # fmt: skip
-    env = platform.env_model()
-    default = config.default or (rows[0][0] if len(rows) == 1 else None)
-    if env:
-        default = "YOMITORI_MODEL"
+    from daemon.models import chosen_name
+
+    default, source = chosen_name(None, config)
     for name, path, status in rows:
         mark = "*" if name == default else " "
         print(f"{mark} {name}: {path} [{status}]")
-    if env:
-        print(f"* YOMITORI_MODEL: {env} (overrides the default)")
+    if source == "YOMITORI_MODEL" and default not in {r[0] for r in rows}:
+        print(f"* YOMITORI_MODEL: {default} (overrides the default)")
+    elif source == "YOMITORI_MODEL":
+        print(f"  (* chosen by YOMITORI_MODEL={default})")
+    if default is None and rows:
+        print("No default: pass --model NAME, set default = \"NAME\" in models.toml, or "
+              "YOMITORI_MODEL.")  # fmt: skip
     return 0
 
 
@@ -365,7 +370,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below
+        return code
+    except BrokenPipeError:
+        # `yomitori status | head`: the reader has gone; say nothing, as cat would.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except YomitoriError as err:
         if debug:
             raise

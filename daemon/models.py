@@ -164,6 +164,21 @@ def _looks_like_path(text: str) -> bool:
     return text.lower().endswith(".gguf") or "/" in text or "\\" in text or Path(text).exists()
 
 
+def chosen_name(choice: str | None, config: ModelsConfig) -> tuple[str | None, str]:
+    """The one rule every command, the tray and status use: ``--model`` (or the tray's
+    pick) > ``YOMITORI_MODEL`` > ``default`` > the only configured model; and where it
+    came from.  None: nothing names a model (the demo model is never implied)."""
+    if choice is not None:
+        return choice, "--model"
+    if platform.env_model():
+        return platform.env_model(), "YOMITORI_MODEL"
+    if config.default is not None:
+        return config.default, "default"
+    if len(config.models) == 1:
+        return next(iter(config.models)), "the only model"
+    return None, ""
+
+
 def resolve_model(
     choice: str | None, config: ModelsConfig, vision_for: str | None = None
 ) -> ModelSpec:
@@ -171,19 +186,14 @@ def resolve_model(
 
     ``vision_for`` names an action that needs a vision model, for the message when
     no model is configured at all."""
-    source = "--model"
-    if choice is None and platform.env_model():
-        choice, source = platform.env_model(), "YOMITORI_MODEL"
+    choice, source = chosen_name(choice, config)
     if choice is None:
-        choice = config.default
-        if choice is None and len(config.models) == 1:
-            choice = next(iter(config.models))
-        if choice is None and vision_for is not None:
+        if vision_for is not None:
             raise NoModelConfigured(
                 f"'{vision_for}' needs a vision model and none is configured: add one with "
                 f"its mmproj file to {config.path} (see README, Models), or pass --model NAME."
             )
-        if choice is None:
+        else:
             hint = " or try the demo model with --model tiny" if tiny_available() else ""
             raise NoModelConfigured(
                 f"No model configured: add one to {config.path} (see README), pass "

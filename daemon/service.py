@@ -23,7 +23,14 @@ from daemon.config import Config, check_actions, load_config, template_folders
 from daemon.engine import Engine
 from daemon.errors import Cancelled, ConfigError, UserInputError, YomitoriError
 from daemon.jobs import DesktopIO, Job, deliver, job_from_binding, read_source
-from daemon.models import ModelsConfig, ModelSpec, check_spec, load_models, resolve_model
+from daemon.models import (
+    ModelsConfig,
+    ModelSpec,
+    check_spec,
+    chosen_name,
+    load_models,
+    resolve_model,
+)
 from daemon.pipeline import BUILTIN_ACTIONS
 from daemon.prompts import OPTION_TYPES, TemplateSet, load_templates
 from daemon.runner import Engines
@@ -207,7 +214,7 @@ class Service:
         current = self.engines.last.stats() if self.engines.last is not None else {}
         return {
             "state": self.state,
-            "model": current.get("model") or self.model_name or self.models.default,
+            "model": current.get("model") or chosen_name(self.model_name, self.models)[0],
             "loaded": self.engines.loaded,
             "engines": engines,
             "remote": sorted({str(e.get("url")) for e in engines if e.get("remote")}),

@@ -337,3 +337,35 @@ def test_ctrl_c_cancels_and_leaves_no_worker_behind():
     assert "Cancelled" in err and "Traceback" not in err
     _gone, alive = psutil.wait_procs(workers, timeout=10)
     assert not alive, "the worker must exit with the command"
+
+
+@needs_model
+def test_models_marks_what_do_would_use(config_dir):
+    """Nothing configured: no model is marked as the default (do says none is
+    configured); with YOMITORI_MODEL, that model is the one marked."""
+    (config_dir / "models.toml").unlink(missing_ok=True)
+    listing = run_cli("models")
+    assert listing.returncode == 0
+    assert not any(line.startswith("*") for line in listing.stdout.splitlines()), listing.stdout
+    assert "No default" in listing.stdout
+    done = run_cli("do", "translate_en", "--text", "x")
+    assert done.returncode == 2 and "No model configured" in done.stderr
+    (config_dir / "models.toml").write_text(
+        'default = "a"\n[models.a]\npath = "a.gguf"\n', encoding="utf-8"
+    )
+    try:
+        marked = run_cli("models", env={"YOMITORI_MODEL": "tiny"})
+        stars = [line for line in marked.stdout.splitlines() if line.startswith("*")]
+        assert len(stars) == 1 and stars[0].startswith("* tiny:"), marked.stdout
+    finally:
+        (config_dir / "models.toml").unlink()
+
+
+def test_a_closed_pipe_is_silent():
+    """`yomitori templates | head -0`: the reader went away before the output."""
+    proc = subprocess.Popen([sys.executable, "-m", "daemon", "templates"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc.stdout.close()
+    _out, err = proc.communicate(timeout=60)
+    assert err.decode() == "", err.decode()
+    assert proc.returncode == 141

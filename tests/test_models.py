@@ -451,3 +451,22 @@ def test_quoted_model_name_with_dots(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_models(folder)
     assert "line 6" in str(info.value)
+
+
+# --- one resolution rule ---------------------------------------------------
+
+
+def test_chosen_name_is_one_rule(tmp_path, monkeypatch):
+    from daemon.models import chosen_name
+
+    one = ModelsConfig(models={"a": ModelSpec(name="a", path=tmp_path / "a.gguf")})
+    two = ModelsConfig(models={"a": ModelSpec(name="a", path=tmp_path / "a.gguf"),
+                               "b": ModelSpec(name="b", path=tmp_path / "b.gguf")},
+                       default="b")  # fmt: skip
+    assert chosen_name(None, ModelsConfig()) == (None, "")  # tiny is never implied
+    assert chosen_name(None, one) == ("a", "the only model")
+    assert chosen_name(None, two) == ("b", "default")
+    assert chosen_name("a", two) == ("a", "--model")
+    monkeypatch.setenv("YOMITORI_MODEL", "tiny")
+    assert chosen_name(None, two) == ("tiny", "YOMITORI_MODEL")
+    assert chosen_name("a", two) == ("a", "--model")

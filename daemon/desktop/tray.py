@@ -183,7 +183,7 @@ class Tray:
         specs = {name: spec.backend for name, spec in self.service.models.models.items()}
         if models.tiny_available():
             specs[models.TINY] = "llama-cpp"
-        current = self.service.model_name or self.service.models.default
+        current = models.chosen_name(self.service.model_name, self.service.models)[0]
         resident = self.service.resident()
         return [
             self.pystray.MenuItem(
