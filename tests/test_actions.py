@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from daemon.actions import ActionResult, Payload, check_payload, is_image, prepare, run_action
-from daemon.engine import Engine, Generation
+from daemon.engine import Generation
 from daemon.errors import Cancelled, EngineError, UserInputError
 from daemon.models import ModelSpec
 from daemon.prompts import Template, load_template
@@ -43,6 +43,10 @@ class FakeEngine:
     def spec(self) -> ModelSpec | None:
         return self._spec
 
+    @property
+    def loaded(self) -> bool:
+        return self._spec is not None
+
     def load(self, spec: ModelSpec) -> float:
         self.loads.append(spec)
         self._spec = spec
@@ -73,11 +77,6 @@ class FakeEngine:
 
     def stats(self) -> dict[str, Any]:
         return {"loaded": self._spec is not None}
-
-
-def _typed(engine: FakeEngine) -> Engine:
-    # Static check that FakeEngine really has the protocol's shape.
-    return engine
 
 
 TEXT_TEMPLATE = """
@@ -128,7 +127,7 @@ def vision_spec(tmp_path):
 
 def run(template, payload, engine, spec, **kwargs):
     shown: list[str] = []
-    result = run_action(template, payload, _typed(engine), spec, on_text=shown.append, **kwargs)
+    result = run_action(template, payload, engine, spec, on_text=shown.append, **kwargs)
     return result, shown
 
 

@@ -14,7 +14,10 @@ BANNED = ("llama_cpp", "pynput", "pystray", "mss", "tkinter")
 
 CHECK = (
     "import daemon.config, daemon.prompts, daemon.actions, daemon.models, daemon.cli, "
-    "daemon.engine, daemon.engine.client; import sys; "
+    "daemon.pipeline, daemon.service, daemon.jobs, daemon.runner, daemon.backends, "
+    "daemon.backends.llama_cpp, daemon.backends.llama_server, daemon.backends.ollama, "
+    "daemon.backends.openai, daemon.engine, daemon.engine.client, daemon.engine.openai, "
+    "daemon.engine.ollama, daemon.engine.server, daemon.cli_models; import sys; "
     f"bad=[m for m in {BANNED!r} if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
 )
 

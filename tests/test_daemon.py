@@ -425,12 +425,14 @@ def test_region_cancelled_with_escape_does_nothing(desk, daemon):
     desk.set_clipboard("untouched")
     desk.clear_notifications()
     desk.key("ctrl+alt+o")
-    time.sleep(1.0)
+    assert wait_for(lambda: _overlay_shown(desk), 15), "the overlay did not open"
     desk.key("Escape")
-    time.sleep(1.0)
+    # Esc really ends the selection: the overlay goes, the job ends, nothing is delivered.
+    assert wait_for(lambda: not _overlay_shown(desk), 5), "Esc did not close the overlay"
+    assert wait_for(lambda: daemon.status().get("state") == "idle", 10), daemon.status()
     assert desk.clipboard() == "untouched"
     assert not [n for n in desk.notifications() if "failed" in n["summary"]]
-    assert daemon.status()["state"] in ("idle", "busy")
+    assert not [h for h in daemon.history() if h["action"] == "ocr"]
 
 
 def _overlay_hosts(daemon):
