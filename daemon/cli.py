@@ -258,6 +258,10 @@ def cmd_templates(_args: argparse.Namespace) -> int:
         origin = template.origin
         where = "shipped" if origin and shipped in origin.parents else str(origin)
         rows.append((name, template.kind, where, template.description))
+    # The built-in step is an action too (bindings and `do` take it).
+    rows.append(("ocr", "image", "built-in",
+                 "The text in an image or screen region, verbatim (--engine rapidocr | "
+                 "tesseract | vlm)"))  # fmt: skip
     width = max((len(r[0]) for r in rows), default=4)
     for name, kind, where, description in rows:
         print(f"{name:<{width}}  {kind:<5}  {where}\n{'':<{width}}  {description}")

@@ -47,16 +47,38 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status))
         return 0
-    for key, value in status.items():
-        if key == "engines":
-            for engine in value:
-                print(f"engine: {describe_engine(engine)}")
-        elif key == "remote":
-            for url in value:
-                print(f"remote: text and images go to {url} (allow_remote)")
-        else:
-            print(f"{key}: {value}")
+    print("\n".join(status_lines(status)))
     return 0
+
+
+def status_lines(status: dict[str, Any]) -> list[str]:
+    """``yomitori status`` in words: no Python lists, Nones or True/False."""
+    lines = []
+    for key, value in status.items():
+        label = key.replace("_", " ")
+        if key == "engines":
+            lines += [f"engine: {describe_engine(e)}" for e in value] or ["engine: none yet"]
+        elif key == "remote":
+            lines += [f"remote: text and images go to {url} (allow_remote)" for url in value]
+        elif key == "hotkeys_taken":
+            lines += [f"hotkey not available: {line}" for line in value]
+        elif key == "uptime_s":
+            lines.append(f"uptime: {_duration(float(value))}")
+        elif isinstance(value, bool):
+            lines.append(f"{label}: {'yes' if value else 'no'}")
+        elif value is None:
+            lines.append(f"{label}: none")
+        elif isinstance(value, list | tuple):
+            lines.append(f"{label}: {', '.join(map(str, value)) or 'none'}")
+        else:
+            lines.append(f"{label}: {value}")
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s"
 
 
 def describe_engine(engine: dict[str, Any]) -> str:

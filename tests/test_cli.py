@@ -260,6 +260,8 @@ def test_user_template_overrides_and_broken_ones_do_not_hide_others(config_dir):
         assert listing.returncode == 0
         assert "haiku" in listing.stdout and str(prompts / "haiku.toml") in listing.stdout
         assert "variations" in listing.stdout and "shipped" in listing.stdout
+        assert any(line.split()[:3] == ["ocr", "image", "built-in"]
+                   for line in listing.stdout.splitlines())  # fmt: skip
         assert "translate_en.toml, line 2" in listing.stderr
         # The broken override warns and the shipped template still works.
         done = run_cli("do", "translate_en", "--model", "no-such-model", "--text", "x")
@@ -369,3 +371,26 @@ def test_a_closed_pipe_is_silent():
     _out, err = proc.communicate(timeout=60)
     assert err.decode() == "", err.decode()
     assert proc.returncode == 141
+
+
+def test_status_prints_words():
+    from daemon.cli_daemon import status_lines
+
+    lines = status_lines({
+        "state": "idle", "model": None, "loaded": False, "paused": True, "queue": 0,
+        "engines": [{"backend": "ollama", "model": "llava", "loaded": True,
+                     "url": "http://127.0.0.1:11434", "on_gpu": "partly",
+                     "vram_bytes": 2 * 2**30, "size_bytes": 4 * 2**30}],
+        "remote": [], "hotkeys_taken": ["<ctrl>+<alt>+t (translate_en): another program holds it"],
+        "last_error": None, "uptime_s": 3725.0,
+    })  # fmt: skip
+    text = "\n".join(lines)
+    assert "[" not in text and "None" not in text and "False" not in text and "True" not in text
+    assert "model: none" in lines and "loaded: no" in lines and "paused: yes" in lines
+    assert (
+        "engine: ollama, llava, loaded, http://127.0.0.1:11434, on GPU: partly (2.0 of 4.0 GiB)"
+        in lines
+    )
+    assert "hotkey not available: <ctrl>+<alt>+t (translate_en): another program holds it" in lines
+    assert "uptime: 1 h 2 min" in lines
+    assert status_lines({"engines": []}) == ["engine: none yet"]
