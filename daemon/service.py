@@ -321,13 +321,19 @@ class Service:
 
     def _execute(self, job: Job) -> ActionResult:
         plan = runner.plan(job.action, self.templates, job.vars, self.settings.ocr_engine)
+        choice = job.model or self.model_name
+        spec = None
+        if job.source in ("region", "last_region"):
+            # Before the overlay opens: a model that cannot do the action (no vision, a
+            # server that is down) is said at once, not after the user selected a region.
+            spec = runner.choose_model(plan, self.templates, choice, self.models)
         self._warm_ocr_meanwhile(job, plan.values)
-        # Input first: the selection is copied while the user is still where they
-        # pressed the hotkey, and a missing input costs no model load.
+        # Otherwise input first: the selection is copied while the user is still where
+        # they pressed the hotkey, and a missing input costs no model check.
         payload = read_source(self.io, job)
         pipeline.check_input(job.action, self.templates, payload)
-        spec = runner.choose_model(plan, self.templates, job.model or self.model_name,
-                                   self.models)  # fmt: skip
+        if job.source not in ("region", "last_region"):
+            spec = runner.choose_model(plan, self.templates, choice, self.models)
         self._note_remote(spec)
         result = runner.execute(plan, self.templates, payload, spec, self.engines, self.ocr,
                                 self.settings.max_image_side,

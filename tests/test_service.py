@@ -648,6 +648,7 @@ def test_an_image_model_action_on_a_text_model_is_refused_before_loading(
     assert title == f"{action} failed"
     assert "needs a vision model, and 'm' has none" in body and "mmproj" in body
     assert h.engine.loads == [] and h.engine.calls == []  # no seconds spent loading first
+    assert h.io.called("capture_region") == []  # refused before the overlay opened
 
 
 def test_a_step_cut_at_max_tokens_is_reported_as_length(h: Harness) -> None:
