@@ -147,9 +147,8 @@ class Engines:
         return [engine.stats() for engine in self.all()]
 
 
-def load_for(engines: Engines, spec: ModelSpec, on_loading: Callable[[], None] | None) -> float:
-    """Make ``spec`` resident in its engine; seconds it took."""
-    engine = engines.get(spec)
+def load_for(engine: Engine, spec: ModelSpec, on_loading: Callable[[], None] | None) -> float:
+    """Make ``spec`` resident in ``engine``; seconds it took."""
     if engine.loaded and engine.spec == spec:
         return 0.0
     if on_loading is not None:
@@ -169,12 +168,16 @@ def execute(
     on_loading: Callable[[], None] | None = None,
     on_busy: Callable[[], None] | None = None,
 ) -> ActionResult:
-    """The payload through the job's steps; ``load_s`` counts a load done for it."""
-    pipeline.check_input(job.action, templates, payload)
-    load_s = load_for(engines, spec, on_loading) if spec is not None else 0.0
+    """The payload through the job's steps; ``load_s`` counts a load done for it.
+
+    The caller has checked the payload (``pipeline.check_input``) before choosing the
+    model, so that a wrong input costs no model check or load."""
+    engine = engines.get(spec) if spec is not None else None
+    load_s = 0.0
+    if engine is not None and spec is not None:
+        load_s = load_for(engine, spec, on_loading)
     if on_busy is not None:
         on_busy()
-    engine = engines.get(spec) if spec is not None else None
     tools = pipeline.Tools(engine=engine, spec=lambda: spec, ocr=ocr,
                            max_image_side=max_image_side)  # fmt: skip
     result = pipeline.run(job.action, templates, payload, tools, job.values, job.options, on_text)

@@ -210,8 +210,9 @@ class Service:
         }
 
     def status(self) -> dict[str, Any]:
-        engines = self.engines.stats()
-        current = self.engines.last.stats() if self.engines.last is not None else {}
+        engines = self.engines.stats()  # in the order of engines.all()
+        last = self.engines.last
+        current = engines[self.engines.all().index(last)] if last is not None else {}
         return {
             "state": self.state,
             "model": current.get("model") or chosen_name(self.model_name, self.models)[0],
@@ -321,19 +322,22 @@ class Service:
 
     def _execute(self, job: Job) -> ActionResult:
         plan = runner.plan(job.action, self.templates, job.vars, self.settings.ocr_engine)
-        choice = job.model or self.model_name
-        spec = None
-        if job.source in ("region", "last_region"):
-            # Before the overlay opens: a model that cannot do the action (no vision, a
-            # server that is down) is said at once, not after the user selected a region.
-            spec = runner.choose_model(plan, self.templates, choice, self.models)
-        self._warm_ocr_meanwhile(job, plan.values)
-        # Otherwise input first: the selection is copied while the user is still where
+
+        def model() -> ModelSpec | None:
+            return runner.choose_model(plan, self.templates, job.model or self.model_name,
+                                       self.models)  # fmt: skip
+
+        # A region: the model first, so that one that cannot do the action (no vision, a
+        # server that is down) is said before the overlay opens, not after the selection.
+        # Otherwise the input first: the selection is copied while the user is still where
         # they pressed the hotkey, and a missing input costs no model check.
+        region = job.source in ("region", "last_region")
+        spec = model() if region else None
+        self._warm_ocr_meanwhile(job, plan.values)
         payload = read_source(self.io, job)
         pipeline.check_input(job.action, self.templates, payload)
-        if job.source not in ("region", "last_region"):
-            spec = runner.choose_model(plan, self.templates, choice, self.models)
+        if not region:
+            spec = model()
         self._note_remote(spec)
         result = runner.execute(plan, self.templates, payload, spec, self.engines, self.ocr,
                                 self.settings.max_image_side,

@@ -58,6 +58,7 @@ import socket
 import threading
 import time
 import traceback
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -256,7 +257,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.standin._serve(exchange)
 
 
-class StandIn:
+class StandIn(ABC):
     """The common part: a threaded loopback server, request log, auth and streaming."""
 
     #: Paths that answer without the API key (the real servers' "is it up" calls).
@@ -355,8 +356,9 @@ class StandIn:
 
     # -- serving ------------------------------------------------------------------------
 
+    @abstractmethod
     def routes(self) -> dict[tuple[str, str], Route]:
-        raise NotImplementedError
+        """(method, path) → handler: what this stand-in serves."""
 
     def _serve(self, ex: Exchange) -> None:
         with self._lock:

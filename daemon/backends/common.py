@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -11,6 +12,34 @@ from urllib.parse import urlsplit
 from daemon.errors import ConfigError, ModelError
 from daemon.models import ModelSpec, path_value
 from daemon.tomlfile import TomlDoc, check_keys, expect_type
+
+
+class ProbeCache:
+    """What a server said about a model (its name there, vision…), kept a minute: a job
+    checks the model without a round trip or two each time."""
+
+    def __init__(self, ttl_s: float = 60.0) -> None:
+        self._ttl_s = ttl_s
+        self._said: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+
+    def get(self, spec: ModelSpec) -> dict[str, Any] | None:
+        entry = self._said.get((spec.url or "", spec.remote or ""))
+        if entry is None or time.monotonic() - entry[0] >= self._ttl_s:
+            return None
+        return entry[1]
+
+    def put(self, spec: ModelSpec, said: dict[str, Any]) -> dict[str, Any]:
+        self._said[(spec.url or "", spec.remote or "")] = (time.monotonic(), said)
+        return said
+
+    def clear(self) -> None:
+        self._said.clear()
+
+
+# Sampling options under the templates' own names, which llama-cpp-python and the
+# OpenAI-compatible servers take as they are (Ollama has names of its own).
+SAME_NAMES = {k: k for k in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty",
+                             "max_tokens", "stop", "seed")}  # fmt: skip
 
 GGUF_KEYS = ("path", "mmproj", "n_ctx", "n_gpu_layers", "flash_attn", "threads", "chat_format")
 HTTP_KEYS = ("url", "model", "api_key_env", "allow_remote", "vision", "timeout_s")

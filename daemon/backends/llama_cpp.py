@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon.backends.common import GGUF_KEYS, parse_gguf
+from daemon.backends.common import GGUF_KEYS, SAME_NAMES, parse_gguf
 from daemon.models import ModelSpec, check_files
 from daemon.tomlfile import TomlDoc
 
 NAME = "llama-cpp"
 KEYS = GGUF_KEYS
-OPTIONS = {k: k for k in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty",
-                          "max_tokens", "stop", "seed")}  # fmt: skip
+OPTIONS = SAME_NAMES
 UNLOAD = "the worker process exits: its RAM and VRAM go back"
 
 

@@ -13,15 +13,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from daemon.backends.common import GGUF_KEYS, parse_gguf
+from daemon.backends.common import GGUF_KEYS, SAME_NAMES, parse_gguf
 from daemon.errors import ConfigError, ModelError
 from daemon.models import ModelSpec, check_files, path_value
 from daemon.tomlfile import TomlDoc, expect_type
 
 NAME = "llama-server"
 KEYS = (*GGUF_KEYS, "server", "share", "port", "args", "timeout_s")
-OPTIONS = {k: k for k in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty",
-                          "max_tokens", "stop", "seed")}  # fmt: skip
+OPTIONS = SAME_NAMES
 UNLOAD = "the llama-server process exits: its RAM and VRAM go back"
 SHARE_PORT = 8091
 

@@ -6,10 +6,9 @@ Native rather than ``/v1``: only ``/api/chat`` takes ``keep_alive`` and
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from daemon.backends.common import parse_http
+from daemon.backends.common import ProbeCache, parse_http
 from daemon.errors import ConfigError
 from daemon.models import ModelSpec
 from daemon.tomlfile import TomlDoc, expect_type
@@ -29,8 +28,7 @@ OPTIONS = {
 }
 UNLOAD = "Ollama is asked to drop it (keep_alive 0) and /api/ps confirms it left"
 
-_PROBE_TTL_S = 60.0
-_probed: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+_probed = ProbeCache()
 
 
 def parse(doc: TomlDoc, name: str, raw: dict[str, Any]) -> ModelSpec:
@@ -47,50 +45,36 @@ def parse(doc: TomlDoc, name: str, raw: dict[str, Any]) -> ModelSpec:
 
 def check(spec: ModelSpec) -> ModelSpec:
     """Ollama answers and has the model; what the model can do (vision, thinking)."""
+    said = _probed.get(spec)
+    if said is None:
+        said = _probed.put(spec, _ask(spec))
+    return spec.with_opts(**said)
+
+
+def _ask(spec: ModelSpec) -> dict[str, Any]:
     import httpx
 
     from daemon.engine.http import HttpErrors, ServerUnavailable, server_hint
-    from daemon.engine.probe import probe_ollama
-
-    key = (spec.url or "", spec.remote or "")
-    cached = _probed.get(key)
-    if cached is None or time.monotonic() - cached[0] >= _PROBE_TTL_S:
-        try:
-            info = probe_ollama(spec.url or DEFAULT_URL, show=False)
-        except httpx.HTTPError:
-            raise HttpErrors(spec, server_hint(spec)).down() from None
-        found = info.find(spec.remote or "")
-        if found is None:
-            names = ", ".join(info.names) or "none yet"
-            raise ServerUnavailable(
-                f"Ollama at {spec.url} has no model '{spec.remote}' (it has: {names}): "
-                f"ollama pull {spec.remote}, or fix model for '{spec.name}' in models.toml."
-            )
-        capabilities = _capabilities(spec, found.id)
-        said: dict[str, Any] = {"remote_id": found.id}
-        if capabilities is not None:
-            said["vision"] = "vision" in capabilities
-            said["thinking"] = "thinking" in capabilities
-        cached = (time.monotonic(), said)
-        _probed[key] = cached
-    return spec.with_opts(**cached[1])
-
-
-def _capabilities(spec: ModelSpec, name: str) -> list[str] | None:
-    import httpx
+    from daemon.engine.probe import client_for, ollama_capabilities, probe_ollama
 
     try:
-        response = httpx.post(f"{spec.url}/api/show", json={"model": name}, timeout=5.0,
-                              trust_env=False)  # fmt: skip
-        if response.status_code == 200:
-            return list(response.json().get("capabilities") or []) or None
-    except (httpx.HTTPError, ValueError):
-        pass
-    return None
-
-
-def forget(spec: ModelSpec) -> None:
-    _probed.pop((spec.url or "", spec.remote or ""), None)
+        info = probe_ollama(spec.url or DEFAULT_URL, show=False)
+    except httpx.HTTPError:
+        raise HttpErrors(spec, server_hint(spec)).down() from None
+    found = info.find(spec.remote or "")
+    if found is None:
+        names = ", ".join(info.names) or "none yet"
+        raise ServerUnavailable(
+            f"Ollama at {spec.url} has no model '{spec.remote}' (it has: {names}): "
+            f"ollama pull {spec.remote}, or fix model for '{spec.name}' in models.toml."
+        )
+    with client_for(None, 5.0) as client:
+        capabilities = ollama_capabilities(client, spec.url or DEFAULT_URL, found.id)
+    said: dict[str, Any] = {"remote_id": found.id}
+    if capabilities is not None:
+        said["vision"] = "vision" in capabilities
+        said["thinking"] = "thinking" in capabilities
+    return said
 
 
 def engine_key(spec: ModelSpec) -> str:

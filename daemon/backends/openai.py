@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
-from daemon.backends.common import HTTP_KEYS, parse_http
+from daemon.backends.common import HTTP_KEYS, SAME_NAMES, ProbeCache, parse_http
 from daemon.errors import ModelError
 from daemon.models import ModelSpec
 from daemon.tomlfile import TomlDoc
@@ -15,14 +14,10 @@ from daemon.tomlfile import TomlDoc
 NAME = "openai"
 KEYS = HTTP_KEYS
 DEFAULT_URL = None  # no guess: LM Studio, llama-server and KoboldCpp differ
-OPTIONS = {k: k for k in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty",
-                          "max_tokens", "stop", "seed")}  # fmt: skip
+OPTIONS = SAME_NAMES
 UNLOAD = "the server keeps its models; LM Studio is asked to unload it"
 
-# One probe per server and model a minute: a job checks the model exists and what it
-# can see without paying a round trip or two each time.
-_PROBE_TTL_S = 60.0
-_probed: dict[tuple[str, str], tuple[float, ModelSpec]] = {}
+_probed = ProbeCache()
 
 
 def parse(doc: TomlDoc, name: str, raw: dict[str, Any]) -> ModelSpec:
@@ -44,22 +39,25 @@ def api_key(spec: ModelSpec) -> str | None:
 
 
 def check(spec: ModelSpec) -> ModelSpec:
-    """The server answers and has the model; the spec says whether it sees images."""
+    """The server answers and has the model; the spec says whether it sees images (what
+    the server says wins; models.toml's ``vision`` decides only where it cannot say)."""
+    said = _probed.get(spec)
+    if said is None:
+        said = _probed.put(spec, _ask(spec))
+    return spec.with_opts(**said)
+
+
+def _ask(spec: ModelSpec) -> dict[str, Any]:
     import httpx
 
     from daemon.engine.http import HttpErrors, ServerUnavailable, server_hint
     from daemon.engine.probe import ProbeRefused, probe_openai
 
-    key = (spec.url or "", spec.remote or "")
-    cached = _probed.get(key)
-    if cached is not None and time.monotonic() - cached[0] < _PROBE_TTL_S:
-        return _merge(spec, cached[1])
     errors = HttpErrors(spec, server_hint(spec))
     try:
         info = probe_openai(spec.url or "", api_key(spec))
     except ProbeRefused as refused:
-        fake = httpx.Response(int(str(refused.args[0])), request=httpx.Request("GET", spec.url))
-        raise errors.status(fake) from None
+        raise errors.refused(int(refused.args[0])) from None
     except httpx.HTTPError:
         raise errors.down() from None
     found = info.find(spec.remote or "")
@@ -72,27 +70,10 @@ def check(spec: ModelSpec) -> ModelSpec:
             f"The server at {spec.url} has no model '{spec.remote}' (it has: {names}); fix "
             f"model for '{spec.name}' in models.toml."
         )
-    probed = spec.with_opts(server_kind=info.kind, remote_id=found.id)
+    said: dict[str, Any] = {"server_kind": info.kind, "remote_id": found.id}
     if found.vision is not None:
-        probed = probed.with_opts(vision=found.vision)
-    _probed[key] = (time.monotonic(), probed)
-    return _merge(spec, probed)
-
-
-def _merge(spec: ModelSpec, probed: ModelSpec) -> ModelSpec:
-    """What the server said, over what models.toml says (it decides only where the
-    server cannot say)."""
-    said = {
-        k: probed.opt(k)
-        for k in ("server_kind", "remote_id", "vision")
-        if probed.opt(k) is not None
-    }
-    return spec.with_opts(**said)
-
-
-def forget(spec: ModelSpec) -> None:
-    """Probe again next time (after a failure: the server may have changed)."""
-    _probed.pop((spec.url or "", spec.remote or ""), None)
+        said["vision"] = found.vision
+    return said
 
 
 def engine_key(spec: ModelSpec) -> str:

@@ -189,7 +189,7 @@ class WorkerEngine:
             **{k: v for k, v in self._info.items() if k != "model_path"},
         }
         if state["pid"] is not None:
-            state["rss_bytes"] = _rss(state["pid"])
+            state["rss_bytes"] = rss(state["pid"])
             state["log"] = str(self._log_path)
             # Only an idle worker is asked (a running request owns the channel);
             # it answers from its reader thread at once.
@@ -290,7 +290,8 @@ class WorkerEngine:
         self._child, self._info = None, {}
 
 
-def _rss(pid: int) -> int | None:
+def rss(pid: int) -> int | None:
+    """A process's resident memory in bytes (None: it is gone)."""
     try:
         import psutil
 

@@ -7,6 +7,8 @@ import json
 import logging
 import socket
 import threading
+import time
+from abc import ABC, abstractmethod
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -95,15 +97,7 @@ class HttpErrors:
         code = response.status_code
         said = error_text(response)
         if code in (401, 403):
-            env = self.spec.opt("api_key_env")
-            fix = (
-                f"check the key in ${env}" if env else
-                "set api_key_env for this model in models.toml to the name of an environment "
-                "variable that holds the key"
-            )  # fmt: skip
-            return ServerUnavailable(
-                f"The server at {self.url} refused the API key ({code}): {fix}."
-            )
+            return self.refused(code)
         if code == 404 and "model" in said.lower():
             return ServerUnavailable(
                 f"The server at {self.url} has no model '{self.spec.remote}' ({said}); "
@@ -121,6 +115,16 @@ class HttpErrors:
             )
         return ServerFailed(f"The server at {self.url} answered {code}: {said or 'no details'}.")
 
+    def refused(self, code: int) -> ServerUnavailable:
+        """The server wants an API key (401/403): which variable to set or check."""
+        env = self.spec.opt("api_key_env")
+        fix = (
+            f"check the key in ${env}" if env else
+            "set api_key_env for this model in models.toml to the name of an environment "
+            "variable that holds the key"
+        )  # fmt: skip
+        return ServerUnavailable(f"The server at {self.url} refused the API key ({code}): {fix}.")
+
     def in_stream(self, error: Any) -> ServerFailed:
         message = error.get("message", error) if isinstance(error, dict) else error
         return ServerFailed(f"The server at {self.url} stopped with an error: {str(message)[:300]}")
@@ -137,7 +141,37 @@ class StaleConnection(Exception):
 STALE_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
-class HttpEngine:
+class Pieces:
+    """An answer as it streams in: its pieces, when the first came, who is listening."""
+
+    def __init__(self, on_text: TextSink | None) -> None:
+        self.parts: list[str] = []
+        self.first: float | None = None
+        self._on_text = on_text
+        self._started = time.perf_counter()
+
+    def add(self, piece: str | None) -> None:
+        if not piece:
+            return
+        if self.first is None:
+            self.first = time.perf_counter() - self._started
+        self.parts.append(piece)
+        if self._on_text is not None:
+            self._on_text(piece)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._started
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+class HttpEngine(ABC):
     """What the HTTP engines share: one request at a time, a pooled client with the
     model's timeout and key, loopback checked again at run time, and cancel by shutting
     the streaming socket (any thread)."""
@@ -201,18 +235,46 @@ class HttpEngine:
         spec = self._spec
         if spec is None:
             raise EngineError("No model is loaded; load one first.")
-        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        return f"{spec.url}{self.path}", headers, self.request_body(spec, messages, options)
+        url = f"{spec.url}{self.path}"
+        return url, auth_headers(self._api_key), self.request_body(spec, messages, options)
 
+    @abstractmethod
     def request_body(
         self, spec: ModelSpec, messages: list[dict[str, Any]], options: dict[str, Any]
     ) -> dict[str, Any]:
-        raise NotImplementedError  # each wire format has its own
+        """The body of a streamed generation, in this server's wire format."""
 
+    @abstractmethod
     def _stream(
         self, spec: ModelSpec, body: dict[str, Any], on_text: TextSink | None
     ) -> Generation:
-        raise NotImplementedError
+        """Post ``body`` and read the answer's stream; uses :meth:`opened` and :meth:`broken`."""
+
+    @staticmethod
+    def remote_name(spec: ModelSpec) -> str:
+        """The model's name on the server, as the server spelled it when asked."""
+        return str(spec.opt("remote_id") or spec.remote)
+
+    def stats(self) -> dict[str, Any]:
+        spec = self._spec
+        state: dict[str, Any] = {
+            "backend": spec.backend if spec else self.backend,
+            "model": spec.name if spec else None,
+            "loaded": self.loaded,
+            "busy": self._response is not None,
+        }
+        if spec is not None:
+            state["url"] = spec.url
+            if spec.opt("allow_remote"):
+                state["remote"] = True
+        if self.last is not None:
+            state["last_timings"] = self.last.timings()
+        return state
+
+    @property
+    @abstractmethod
+    def loaded(self) -> bool:
+        """Whether the model is resident (as far as this engine can tell)."""
 
     def cancel(self) -> None:
         self._cancelled.set()
@@ -233,9 +295,10 @@ class HttpEngine:
     def http(self, spec: ModelSpec) -> httpx.Client:
         if self._client is None:
             timeout = float(spec.opt("timeout_s", 600.0))
-            headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
             self._client = httpx.Client(
-                timeout=httpx.Timeout(timeout, connect=3.0), headers=headers, trust_env=False
+                timeout=httpx.Timeout(timeout, connect=3.0),
+                headers=auth_headers(self._api_key),
+                trust_env=False,
             )
         return self._client
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 
-from daemon.backends.ollama import OPTIONS
+from daemon.backends import wire_options
 from daemon.engine import Generation, TextSink
-from daemon.engine.http import HttpEngine, HttpErrors, ServerUnavailable, server_hint
+from daemon.engine.http import HttpEngine, HttpErrors, Pieces, ServerUnavailable, server_hint
 from daemon.errors import EngineError
 from daemon.models import ModelSpec
 
@@ -90,7 +90,7 @@ class OllamaEngine(HttpEngine):
             return 0.0
         self._spec = spec
         started = time.perf_counter()
-        body = {"model": self._name(spec), "messages": [], "keep_alive": self._keep_alive(),
+        body = {"model": self.remote_name(spec), "messages": [], "keep_alive": self._keep_alive(),
                 "options": {"num_ctx": int(spec.opt("num_ctx") or _CTX_LADDER[0])}}  # fmt: skip
         response = self._post(spec, "/api/chat", body, stream=False)
         log.info("ollama: %s loaded (%s)", spec.remote, response.get("done_reason"))
@@ -105,7 +105,7 @@ class OllamaEngine(HttpEngine):
             return
         self._resident = False
         try:
-            self._post(spec, "/api/chat", {"model": self._name(spec), "messages": [],
+            self._post(spec, "/api/chat", {"model": self.remote_name(spec), "messages": [],
                                            "keep_alive": 0}, stream=False)  # fmt: skip
             deadline = time.monotonic() + _UNLOAD_CONFIRM_S
             while time.monotonic() < deadline:
@@ -118,17 +118,10 @@ class OllamaEngine(HttpEngine):
             log.warning("ollama: could not unload %s: %s", spec.remote, err)
 
     def stats(self) -> dict[str, Any]:
+        """The shared state, and what /api/ps says: resident, and how much is on the GPU."""
+        state = super().stats()
         spec = self._spec
-        state: dict[str, Any] = {
-            "backend": self.backend,
-            "model": spec.name if spec else None,
-            "loaded": self.loaded,
-            "busy": self._response is not None,
-        }
         if spec is not None:
-            state["url"] = spec.url
-            if spec.opt("allow_remote"):
-                state["remote"] = True
             try:
                 running = self._running(spec)
             except (EngineError, httpx.HTTPError):
@@ -143,8 +136,6 @@ class OllamaEngine(HttpEngine):
                              expires_at=running.get("expires_at"))  # fmt: skip
             elif state.get("reachable", True):
                 state["resident"] = False
-        if self.last is not None:
-            state["last_timings"] = self.last.timings()
         return state
 
     # -- requests ----------------------------------------------------------------
@@ -152,13 +143,18 @@ class OllamaEngine(HttpEngine):
         self, spec: ModelSpec, messages: list[dict[str, Any]], options: dict[str, Any]
     ) -> dict[str, Any]:
         converted = to_ollama(messages)
-        wire = {OPTIONS[k]: v for k, v in options.items() if k in OPTIONS and v is not None}
+        wire = wire_options(spec, options)
         wire.setdefault("temperature", 0.8)
         wire.setdefault("top_p", 0.95)
         max_tokens = int(wire.setdefault("num_predict", 512))
         wire["num_ctx"] = int(spec.opt("num_ctx") or context_for(converted, max_tokens))
-        body: dict[str, Any] = {"model": self._name(spec), "messages": converted, "stream": True,
-                                "keep_alive": self._keep_alive(), "options": wire}  # fmt: skip
+        body: dict[str, Any] = {
+            "model": self.remote_name(spec),
+            "messages": converted,
+            "stream": True,
+            "keep_alive": self._keep_alive(),
+            "options": wire,
+        }
         if spec.opt("thinking"):
             body["think"] = bool(options.get("think", False))
         return body
@@ -166,10 +162,6 @@ class OllamaEngine(HttpEngine):
     def _keep_alive(self) -> int | str:
         seconds = self.keep_alive_s
         return -1 if seconds < 0 else (0 if seconds == 0 else f"{int(seconds)}s")
-
-    @staticmethod
-    def _name(spec: ModelSpec) -> str:
-        return str(spec.opt("remote_id") or spec.remote)
 
     def _post(self, spec: ModelSpec, path: str, body: dict[str, Any], stream: bool) -> Any:
         errors = HttpErrors(spec, server_hint(spec))
@@ -184,8 +176,9 @@ class OllamaEngine(HttpEngine):
     def _running(self, spec: ModelSpec) -> dict[str, Any] | None:
         """This model's entry in /api/ps, None when it is not resident."""
         response = self.http(spec).get(f"{spec.url}/api/ps", timeout=3.0)
+        name = self.remote_name(spec)
         for model in response.json().get("models") or ():
-            if model.get("name") == self._name(spec) or model.get("model") == self._name(spec):
+            if name in (model.get("name"), model.get("model")):
                 return dict(model)
         return None
 
@@ -193,10 +186,8 @@ class OllamaEngine(HttpEngine):
         self, spec: ModelSpec, body: dict[str, Any], on_text: TextSink | None
     ) -> Generation:
         errors = HttpErrors(spec, server_hint(spec))
-        parts: list[str] = []
-        first: float | None = None
+        pieces = Pieces(on_text)
         final: dict[str, Any] = {}
-        started = time.perf_counter()
         try:
             with self.http(spec).stream("POST", f"{spec.url}{self.path}", json=body) as response:
                 self.opened(response, errors)
@@ -206,17 +197,11 @@ class OllamaEngine(HttpEngine):
                     event = json.loads(line)
                     if "error" in event:
                         raise errors.in_stream(event["error"])
-                    piece = (event.get("message") or {}).get("content")
-                    if piece:
-                        if first is None:
-                            first = time.perf_counter() - started
-                        parts.append(piece)
-                        if on_text is not None:
-                            on_text(piece)
+                    pieces.add((event.get("message") or {}).get("content"))
                     if event.get("done"):
                         final = event  # read on to the end: the connection is then reused
         except httpx.HTTPError as err:
-            self.broken(err, errors, mid_stream=first is not None)
+            self.broken(err, errors, mid_stream=pieces.first is not None)
         except ValueError:
             self._drop_client()
             raise EngineError(f"Ollama at {spec.url} sent something that is not JSON.") from None
@@ -227,10 +212,10 @@ class OllamaEngine(HttpEngine):
             finish = "length" if final.get("done_reason") == "length" else "stop"
             self._check_cut(spec, body, final)
         result = Generation(
-            text="".join(parts),
+            text=pieces.text,
             finish_reason=finish,
-            ttft_s=first,
-            total_s=time.perf_counter() - started,
+            ttft_s=pieces.first,
+            total_s=pieces.elapsed(),
             prompt_tokens=int(final.get("prompt_eval_count") or 0),
             reused_tokens=int(final.get("prompt_eval_cached_count") or 0),
             completion_tokens=int(final.get("eval_count") or 0),

@@ -11,22 +11,20 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 
+from daemon.backends import wire_options
 from daemon.engine import Generation, TextSink
-from daemon.engine.http import HttpEngine, HttpErrors, server_hint
+from daemon.engine.http import HttpEngine, HttpErrors, Pieces, server_hint
 from daemon.models import ModelSpec
 
 log = logging.getLogger(__name__)
 
 # Sent every time: Ollama's /v1 forces temperature and top_p to 1.0 when they are missing.
 DEFAULTS = {"temperature": 0.8, "top_p": 0.95, "max_tokens": 512}
-OPTIONS = {k: k for k in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty",
-                          "max_tokens", "stop", "seed")}  # fmt: skip
 
 
 class OpenAIEngine(HttpEngine):
@@ -59,7 +57,7 @@ class OpenAIEngine(HttpEngine):
             self._unload_lmstudio(spec)
 
     def _unload_lmstudio(self, spec: ModelSpec) -> None:
-        name = spec.opt("remote_id") or spec.remote
+        name = self.remote_name(spec)
         try:
             client = self.http(spec)
             listed = client.get(f"{spec.url}/api/v1/models", timeout=5.0).json()
@@ -73,33 +71,17 @@ class OpenAIEngine(HttpEngine):
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as err:
             log.warning("LM Studio did not unload %s: %s", name, err)
 
-    def stats(self) -> dict[str, Any]:
-        spec = self._spec
-        state: dict[str, Any] = {
-            "backend": spec.backend if spec else self.backend,
-            "model": spec.name if spec else None,
-            "loaded": self.loaded,
-            "busy": self._response is not None,
-        }
-        if spec is not None:
-            state["url"] = spec.url
-            if spec.opt("allow_remote"):
-                state["remote"] = True
-        if self.last is not None:
-            state["last_timings"] = self.last.timings()
-        return state
-
     def request_body(
         self, spec: ModelSpec, messages: list[dict[str, Any]], options: dict[str, Any]
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "model": spec.opt("remote_id") or spec.remote,
+            "model": self.remote_name(spec),
             "messages": messages,
             "stream": True,
             "stream_options": {"include_usage": True},
         }
         body.update(DEFAULTS)
-        body.update({OPTIONS[k]: v for k, v in options.items() if k in OPTIONS and v is not None})
+        body.update(wire_options(spec, options))
         if self._flavour == "llama-server":
             body["cache_prompt"] = True
         return body
@@ -108,11 +90,9 @@ class OpenAIEngine(HttpEngine):
         self, spec: ModelSpec, body: dict[str, Any], on_text: TextSink | None
     ) -> Generation:
         errors = HttpErrors(spec, hint=server_hint(spec))
-        parts: list[str] = []
-        first: float | None = None
+        pieces = Pieces(on_text)
         last: dict[str, Any] = {}
         finish = "stop"
-        started = time.perf_counter()
         url = f"{spec.url}{self.path}"
         try:
             with self.http(spec).stream("POST", url, json=body) as response:
@@ -124,23 +104,17 @@ class OpenAIEngine(HttpEngine):
                         if event.get(key):
                             last[key] = event[key]
                     for choice in event.get("choices") or ():
-                        piece = (choice.get("delta") or {}).get("content")
-                        if piece:
-                            if first is None:
-                                first = time.perf_counter() - started
-                            parts.append(piece)
-                            if on_text is not None:
-                                on_text(piece)
+                        pieces.add((choice.get("delta") or {}).get("content"))
                         if choice.get("finish_reason"):
                             finish = "length" if choice["finish_reason"] == "length" else "stop"
         except httpx.HTTPError as err:
-            self.broken(err, errors, mid_stream=first is not None)
+            self.broken(err, errors, mid_stream=pieces.first is not None)
         return Generation(
-            text="".join(parts),
+            text=pieces.text,
             finish_reason="cancelled" if self._cancelled.is_set() else finish,
-            ttft_s=first,
-            total_s=time.perf_counter() - started,
-            **token_counts(last, pieces=len(parts)),
+            ttft_s=pieces.first,
+            total_s=pieces.elapsed(),
+            **token_counts(last, pieces=len(pieces.parts)),
         )
 
 

@@ -63,8 +63,10 @@ def _get(client: httpx.Client, url: str) -> Any:
 
 
 def client_for(api_key: str | None, timeout: float) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    return httpx.Client(timeout=httpx.Timeout(timeout), headers=headers, trust_env=False)
+    from daemon.engine.http import auth_headers
+
+    return httpx.Client(timeout=httpx.Timeout(timeout), headers=auth_headers(api_key),
+                        trust_env=False)  # fmt: skip
 
 
 def probe_ollama(url: str, timeout: float = 3.0, show: bool = True) -> ServerInfo:
@@ -87,11 +89,20 @@ def probe_ollama(url: str, timeout: float = 3.0, show: bool = True) -> ServerInf
         return info
 
 
-def ollama_vision(client: httpx.Client, url: str, name: str) -> bool | None:
-    response = client.post(f"{url}/api/show", json={"model": name})
-    if response.status_code != 200:
+def ollama_capabilities(client: httpx.Client, url: str, name: str) -> list[str] | None:
+    """What ``/api/show`` says the model can do (None: this Ollama does not say)."""
+    try:
+        response = client.post(f"{url}/api/show", json={"model": name})
+        if response.status_code != 200:
+            return None
+        capabilities = response.json().get("capabilities")
+    except (httpx.HTTPError, ValueError):
         return None
-    capabilities = response.json().get("capabilities")
+    return list(capabilities) if capabilities else None
+
+
+def ollama_vision(client: httpx.Client, url: str, name: str) -> bool | None:
+    capabilities = ollama_capabilities(client, url, name)
     return None if capabilities is None else "vision" in capabilities
 
 

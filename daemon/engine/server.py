@@ -27,7 +27,7 @@ from daemon import platform
 from daemon.backends.llama_server import SHARE_PORT, find_server
 from daemon.engine import Generation, TextSink
 from daemon.engine.binary import BinaryChild, ChildExited, sweep
-from daemon.engine.client import describe_exit
+from daemon.engine.client import describe_exit, rss
 from daemon.engine.openai import OpenAIEngine
 from daemon.errors import EngineError, ModelError, WorkerCrashed, YomitoriError
 from daemon.models import ModelSpec
@@ -163,7 +163,7 @@ class ManagedServerEngine:
         }
         if self.pid is not None:
             state["url"] = f"http://127.0.0.1:{self.port}"
-            state["rss_bytes"] = _rss(self.pid)
+            state["rss_bytes"] = rss(self.pid)
             if self._spec is not None and self._spec.opt("share"):
                 state["shared"] = str(share_file())
         if self._http is not None and self._http.last is not None:
@@ -213,15 +213,16 @@ class ManagedServerEngine:
 
     @staticmethod
     def _port(child: BinaryChild) -> int:
+        """The port from the "listening on" line (wait_ready has seen it)."""
         match = child.ready_match
-        return int(match[0] if isinstance(match, tuple | list) else match.group(1))
+        assert match is not None
+        return int(match.group(1))
 
     def _healthy(self, child: BinaryChild) -> bool:
         try:
-            port = self._port(child)
-            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2.0,
+            return httpx.get(f"http://127.0.0.1:{self._port(child)}/health", timeout=2.0,
                              trust_env=False).status_code == 200  # fmt: skip
-        except (httpx.HTTPError, AttributeError, TypeError, ValueError):
+        except httpx.HTTPError:
             return False
 
     def _failed_start(self, spec: ModelSpec, err: ChildExited, port: int) -> YomitoriError:
@@ -284,12 +285,3 @@ class ManagedServerEngine:
         if self._spec is not None and self._spec.opt("share"):
             with contextlib.suppress(OSError):
                 share_file().unlink()
-
-
-def _rss(pid: int) -> int | None:
-    try:
-        import psutil
-
-        return int(psutil.Process(pid).memory_info().rss)
-    except Exception:  # the process may exit between the check and the read
-        return None
