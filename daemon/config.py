@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Container, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from daemon import platform
 from daemon.chords import ChordError, format_chord, parse_chord
 from daemon.errors import ConfigError
-from daemon.tomlfile import TomlDoc, check_keys, expect_type, load_toml
+from daemon.tomlfile import Problems, TomlDoc, check_keys, expect_type, load_toml
 
 HOTKEYS_FILE = "hotkeys.toml"
 PROMPTS_DIR = "prompts"
 _TOP_KEYS = ("settings", "binding")
 SOURCES = ("clipboard", "selection", "region", "last_region", "clipboard_image")
 OUTPUTS = ("clipboard", "paste", "notify")
-_BINDING_KEYS = ("hotkey", "action", "source", "output", "vars", "model")
+_BINDING_KEYS = ("hotkey", "action", "source", "output", "vars", "model", "enabled")
 _DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(s|m|h|min)?\s*$")
 
 
@@ -40,10 +40,12 @@ class Settings:
     max_image_side: int = 1024
     ocr_engine: str = "rapidocr"
     region_capture: str = "auto"  # auto: the desktop's screenshot portal on Wayland
+    shipped_bindings: bool = True  # false: only the user's own bindings
 
 
 _SETTING_KEYS = ("keep_alive", "cancel_hotkey", "history", "notify_chars", "queue_size",
-                 "notifier", "tray", "max_image_side", "ocr_engine", "region_capture")  # fmt: skip
+                 "notifier", "tray", "max_image_side", "ocr_engine", "region_capture",
+                 "shipped_bindings")  # fmt: skip
 NOTIFIERS = ("auto", "tray", "dbus", "notify-send", "osascript", "none")
 # Settings that take one of a few words.
 _CHOICES = {
@@ -61,7 +63,12 @@ class Binding:
     output: tuple[str, ...] = ("clipboard", "notify")
     vars: Mapping[str, str] = field(default_factory=dict)
     model: str | None = None
-    where: str = ""  # "file, line N" for messages
+    where: str = ""  # "file, line N" of its [[binding]] header, for messages
+    # Where each of its vars is written (a bad variable is named at its own line).
+    var_lines: Mapping[str, str] = field(default_factory=dict, compare=False)
+    enabled: bool = field(default=True, compare=False)
+    origin: str = field(default="user", compare=False)  # "shipped" or "user"
+    replaces: tuple[str, ...] = field(default=(), compare=False)  # earlier ones it overrides
 
 
 @dataclass(frozen=True)
@@ -101,34 +108,51 @@ def parse_duration(value: Any, where: str) -> float:
     return -1.0 if seconds < 0 else seconds
 
 
-def _settings(doc: TomlDoc, values: dict[str, Any]) -> None:
+def _settings(doc: TomlDoc, values: dict[str, Any], problems: Problems) -> None:
     sub = doc.within("settings")
-    table = expect_type(doc, "settings", doc.data.get("settings", {}), dict)
-    check_keys(sub, table, _SETTING_KEYS, "[settings]")
+    with problems.collect():
+        table = expect_type(doc, "settings", doc.data.get("settings", {}), dict)
+    if not isinstance(doc.data.get("settings", {}), dict):
+        return
+    table = doc.data.get("settings", {})
+    with problems.collect():
+        check_keys(sub, table, _SETTING_KEYS, "[settings]")
     for key, value in table.items():
-        if key == "keep_alive":
-            values["keep_alive_s"] = parse_duration(value, sub.where(key))
-        elif key in ("history", "tray"):
-            values[key] = expect_type(sub, key, value, bool)
-        elif key in _CHOICES:
-            if value not in _CHOICES[key]:
-                words = _CHOICES[key]
-                raise ConfigError(f"{sub.where(key)}: {key} must be "
-                                  f"{', '.join(words[:-1])} or {words[-1]}.")  # fmt: skip
-            values[key] = value
-        elif key in ("notify_chars", "queue_size", "max_image_side"):
-            number = expect_type(sub, key, value, int)
-            if number < 1:
-                raise ConfigError(f"{sub.where(key)}: {key} must be at least 1.")
-            values[key] = number
-        else:
-            values[key] = expect_type(sub, key, value, str)
-    if "cancel_hotkey" in table:
-        try:
-            values["cancel_hotkey"] = format_chord(parse_chord(values["cancel_hotkey"]))
-        except ChordError as err:
-            raise ConfigError(f"{sub.where('cancel_hotkey')}: cancel_hotkey: {err}.") from None
-        values["_cancel_where"] = sub.where("cancel_hotkey")
+        with problems.collect():
+            _setting(sub, key, value, values)
+    if "cancel_hotkey" in table and isinstance(values.get("cancel_hotkey"), str):
+        with problems.collect():
+            try:
+                values["cancel_hotkey"] = format_chord(parse_chord(values["cancel_hotkey"]))
+            except ChordError as err:
+                values["cancel_hotkey"] = Settings().cancel_hotkey
+                raise ConfigError(f"{sub.where('cancel_hotkey')}: cancel_hotkey {err}.") from None
+            values["_cancel_where"] = sub.where("cancel_hotkey")
+            values["_cancel_file"] = doc.path
+
+
+def _setting(sub: TomlDoc, key: str, value: Any, values: dict[str, Any]) -> None:
+    if key == "keep_alive":
+        values["keep_alive_s"] = parse_duration(value, sub.where(key))
+    elif key in ("history", "tray", "shipped_bindings"):
+        values[key] = expect_type(sub, key, value, bool)
+    elif key in _CHOICES:
+        if value not in _CHOICES[key]:
+            raise ConfigError(f"{sub.where(key)}: {key} must be {_words(_CHOICES[key])}, "
+                              f"not {value!r}.")  # fmt: skip
+        values[key] = value
+    elif key in ("notify_chars", "queue_size", "max_image_side"):
+        number = expect_type(sub, key, value, int)
+        if number < 1:
+            raise ConfigError(f"{sub.where(key)}: {key} must be at least 1, not {number}.")
+        values[key] = number
+    elif key in _SETTING_KEYS:
+        values[key] = expect_type(sub, key, value, str)
+
+
+def _words(words: tuple[str, ...] | list[str]) -> str:
+    """``a, b or c``."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
 def _binding_lines(doc: TomlDoc) -> list[int]:
@@ -136,96 +160,227 @@ def _binding_lines(doc: TomlDoc) -> list[int]:
             if re.match(r"^\s*\[\[\s*binding\s*\]\]", line)]  # fmt: skip
 
 
-def _bindings(doc: TomlDoc) -> list[Binding]:
-    raw = expect_type(doc, "binding", doc.data["binding"], list)
+def _bindings(doc: TomlDoc, problems: Problems) -> list[Binding]:
+    """The file's bindings; each problem is collected at the line of its own key, and a
+    binding with any problem is left out (the file as a whole is then refused)."""
+    with problems.collect():
+        raw = expect_type(doc, "binding", doc.data["binding"], list)
+    if not isinstance(doc.data["binding"], list):
+        return []
     lines = _binding_lines(doc)
+    total = len(doc.text.splitlines())
+    shipped = _is_shipped(doc.path)
     result = []
     for index, table in enumerate(raw):
         line = lines[index] if index < len(lines) else None
         where = f"{doc.path}, line {line}" if line else f"{doc.path}, binding {index + 1}"
-        if not isinstance(table, dict):
-            raise ConfigError(f"{where}: each binding must be a table ([[binding]]).")
-        for key in table:
-            if key not in _BINDING_KEYS:
-                raise ConfigError(
-                    f"{where}: unknown key '{key}' in [[binding]] "
-                    f"(known keys: {', '.join(_BINDING_KEYS)})."
-                )
-        for key in ("hotkey", "action"):
-            if not isinstance(table.get(key), str) or not table[key].strip():
-                raise ConfigError(f'{where}: the binding needs {key} = "…".')
-        source = table.get("source", "clipboard")
-        if source not in SOURCES:
-            raise ConfigError(
-                f"{where}: source must be one of {', '.join(SOURCES)}, not {source!r}."
-            )
-        output = table.get("output", ["clipboard", "notify"])
-        if isinstance(output, str):
-            output = [output]
-        if not isinstance(output, list) or not output or not all(o in OUTPUTS for o in output):
-            raise ConfigError(f"{where}: output must be a non-empty list of {', '.join(OUTPUTS)}.")
-        output = list(dict.fromkeys(output))
-        variables = table.get("vars", {})
-        scalar = (str, int, float)
-        if not isinstance(variables, dict) or any(
-            isinstance(v, bool) or not isinstance(v, scalar) for v in variables.values()
-        ):
-            raise ConfigError(
-                f'{where}: vars must be a table of texts or numbers, e.g. vars = {{ count = "4" }}.'
-            )
-        model = table.get("model")
-        if model is not None and (not isinstance(model, str) or not model.strip()):
-            raise ConfigError(f"{where}: model must be a model name or a .gguf path.")
-        try:
-            hotkey = format_chord(parse_chord(table["hotkey"]))
-        except ChordError as err:
-            raise ConfigError(f"{where}: hotkey {err}.") from None
-        result.append(Binding(
-            hotkey=hotkey, action=table["action"], source=source, output=tuple(output),
-            vars={str(k): str(v) for k, v in variables.items()}, model=model, where=where,
-        ))  # fmt: skip
+        if line is not None:  # key look-ups limited to this binding's own lines
+            end = lines[index + 1] - 1 if index + 1 < len(lines) else total
+            keys = replace(doc, scope=((line - 1, end),))
+        else:
+            keys = None
+        before = len(problems)
+        binding = _binding(table, where, keys, problems, shipped)
+        if binding is not None and len(problems) == before:
+            result.append(binding)
     return result
+
+
+def _binding(
+    table: Any, where: str, keys: TomlDoc | None, problems: Problems, shipped: bool
+) -> Binding | None:
+    def at(key: str) -> str:
+        line = keys.line_of(key) if keys is not None else None
+        return f"{keys.path}, line {line}" if keys is not None and line else where
+
+    if not isinstance(table, dict):
+        problems.add(f"{where}: each binding must be a table ([[binding]]).")
+        return None
+    for key in table:
+        if key not in _BINDING_KEYS:
+            problems.add(f"{at(key)}: unknown key '{key}' in [[binding]] "
+                         f"(known keys: {', '.join(_BINDING_KEYS)}).")  # fmt: skip
+    enabled = table.get("enabled", True)
+    if not isinstance(enabled, bool):
+        problems.add(f"{at('enabled')}: enabled must be true or false, not {enabled!r}.")
+        enabled = True
+    hotkey: str | None = None
+    if "hotkey" in table or enabled:
+        value = table.get("hotkey")
+        if not isinstance(value, str) or not value.strip():
+            if enabled or "hotkey" in table:
+                problems.add(f'{at("hotkey") if "hotkey" in table else where}: '
+                             'the binding needs hotkey = "…".')  # fmt: skip
+        else:
+            try:
+                hotkey = format_chord(parse_chord(value))
+            except ChordError as err:
+                problems.add(f"{at('hotkey')}: hotkey {err}.")
+    action = table.get("action")
+    if not isinstance(action, str) or not action.strip():
+        if enabled or "action" in table:
+            problems.add(f'{at("action") if "action" in table else where}: '
+                         'the binding needs action = "…".')  # fmt: skip
+        action = ""
+    if not enabled and hotkey is None and not action:
+        problems.add(f"{where}: a switched-off binding names the hotkey or the action "
+                     "it switches off.")  # fmt: skip
+    source = table.get("source", "clipboard")
+    if source not in SOURCES:
+        problems.add(f"{at('source')}: source must be one of {', '.join(SOURCES)}, "
+                     f"not {source!r}.")  # fmt: skip
+    output = table.get("output", ["clipboard", "notify"])
+    if isinstance(output, str):
+        output = [output]
+    if not isinstance(output, list) or not output:
+        problems.add(f"{at('output')}: output must be a non-empty list of "
+                     f"{', '.join(OUTPUTS)}, not {output!r}.")  # fmt: skip
+        output = []
+    else:
+        bad = [o for o in output if o not in OUTPUTS]
+        if bad:
+            problems.add(f"{at('output')}: output must be a non-empty list of "
+                         f"{', '.join(OUTPUTS)}; {bad[0]!r} is none of them.")  # fmt: skip
+    variables = table.get("vars", {})
+    scalar = (str, int, float)
+    if not isinstance(variables, dict) or any(
+        isinstance(v, bool) or not isinstance(v, scalar) for v in variables.values()
+    ):
+        problems.add(f"{at('vars')}: vars must be a table of texts or numbers, "
+                     f'e.g. vars = {{ count = "4" }}, not {variables!r}.')  # fmt: skip
+        variables = {}
+    model = table.get("model")
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        problems.add(f"{at('model')}: model must be a model name or a .gguf path, "
+                     f"not {model!r}.")  # fmt: skip
+    return Binding(
+        hotkey=hotkey or "", action=action, source=source if source in SOURCES else "clipboard",
+        output=tuple(dict.fromkeys(o for o in output if o in OUTPUTS)),
+        vars={str(k): str(v) for k, v in variables.items()}, model=model, where=where,
+        var_lines={str(k): at(str(k)) if keys is not None and keys.line_of(str(k)) else at("vars")
+                   for k in variables},
+        enabled=enabled, origin="shipped" if shipped else "user",
+    )  # fmt: skip
+
+
+def _is_shipped(path: Path) -> bool:
+    try:
+        return path.resolve() == (platform.defaults_dir() / HOTKEYS_FILE).resolve()
+    except OSError:
+        return False
+
+
+def _merge(earlier: list[Binding], later: list[Binding]) -> list[Binding]:
+    """A later file's bindings on top of the earlier ones: each replaces the earlier
+    binding on the same hotkey and the one with the same action and source; a
+    switched-off one (``enabled = false``) only removes."""
+    kept: list[Binding] = []
+    replaced: dict[int, list[str]] = {}
+    for old in earlier:
+        hits = [i for i, new in enumerate(later) if _replaces(new, old)]
+        if hits:
+            replaced.setdefault(hits[0], []).append(f"{old.hotkey} {old.action} ({old.where})")
+        else:
+            kept.append(old)
+    added = [
+        replace(new, replaces=new.replaces + tuple(replaced.get(i, ())))
+        for i, new in enumerate(later)
+        if new.enabled
+    ]
+    return kept + added
+
+
+def _replaces(new: Binding, old: Binding) -> bool:
+    if new.hotkey and parse_chord(new.hotkey) == parse_chord(old.hotkey):
+        return True
+    if new.enabled:
+        return (new.action, new.source) == (old.action, old.source)
+    # Switched off by action alone: every binding of that action (and source if given).
+    return (
+        not new.hotkey
+        and new.action == old.action
+        and (new.source == old.source or new.source == "clipboard")
+    )
+
+
+def _check_duplicates(doc_bindings: list[Binding], problems: Problems) -> None:
+    seen: dict[frozenset[str], Binding] = {}
+    for binding in doc_bindings:
+        if not binding.hotkey:
+            continue
+        chord = parse_chord(binding.hotkey)
+        if chord in seen:
+            problems.add(
+                f"{binding.where}: {binding.hotkey} is already bound at {seen[chord].where}."
+            )
+        else:
+            seen[chord] = binding
 
 
 def load_config(files: list[Path] | None = None) -> Config:
     """Read each file in order; later files override earlier ones key by key.
 
-    Bindings are replaced as a whole by the last file that has any, so a user
-    file that lists bindings says exactly which hotkeys exist.
+    A later file's bindings add to the earlier ones and replace those on the same
+    hotkey or with the same action and source; ``enabled = false`` switches one off,
+    ``binding = []`` or ``shipped_bindings = false`` starts from none.  Every problem
+    in every file is collected and reported at once.
     """
     paths = config_files() if files is None else files
     values: dict[str, Any] = {f.name: getattr(Settings(), f.name) for f in fields(Settings)}
     bindings: list[Binding] = []
+    problems = Problems()
     for path in paths:
-        doc = load_toml(path)
-        check_keys(doc, doc.data, _TOP_KEYS)
-        _settings(doc, values)
+        try:
+            doc = load_toml(path)
+        except ConfigError as err:
+            problems.add(str(err))
+            continue
+        with problems.collect():
+            check_keys(doc, doc.data, _TOP_KEYS)
+        before = values.get("shipped_bindings", True)
+        _settings(doc, values, problems)
+        if before and not values.get("shipped_bindings", True):
+            bindings = [b for b in bindings if b.origin != "shipped"]
         if "binding" in doc.data:
-            bindings = _bindings(doc)
+            mine = _bindings(doc, problems)
+            _check_duplicates(mine, problems)
+            if doc.data["binding"] == []:
+                bindings = []
+            elif not (_is_shipped(path) and not values.get("shipped_bindings", True)):
+                bindings = _merge(bindings, mine)
     cancel_where = values.pop("_cancel_where", None)
+    cancel_file = values.pop("_cancel_file", None)
     settings = Settings(**values)
-    seen: dict[frozenset[str], Binding] = {}
-    for binding in [*bindings]:
-        chord = parse_chord(binding.hotkey)
-        if chord in seen:
-            raise ConfigError(
-                f"{binding.where}: {binding.hotkey} is already bound at {seen[chord].where}."
-            )
-        if chord == parse_chord(settings.cancel_hotkey):
+    cancel = parse_chord(settings.cancel_hotkey)
+    result = []
+    for binding in bindings:
+        if parse_chord(binding.hotkey) == cancel:
+            if (
+                binding.origin == "shipped"
+                and cancel_file is not None
+                and not _is_shipped(cancel_file)
+            ):
+                continue  # the user's cancel hotkey wins over a shipped binding
             also = f" (set at {cancel_where})" if cancel_where else ""
-            raise ConfigError(f"{binding.where}: {binding.hotkey} is the cancel hotkey{also}.")
-        seen[chord] = binding
-    return Config(settings=settings, bindings=tuple(bindings), sources=tuple(paths))
+            problems.add(f"{binding.where}: {binding.hotkey} is the cancel hotkey{also}.")
+            continue
+        result.append(binding)
+    problems.raise_if_any()
+    return Config(settings=settings, bindings=tuple(result), sources=tuple(paths))
 
 
 def check_actions(
     config: Config, actions: Container[str], variables: Mapping[str, Container[str]]
 ) -> None:
-    """Refuse bindings whose action, or a variable of it, does not exist."""
+    """Refuse bindings whose action, or a variable of it, does not exist (all at once)."""
+    problems = Problems()
     for binding in config.bindings:
         if binding.action not in actions:
-            raise ConfigError(f"{binding.where}: unknown action '{binding.action}'.")
+            problems.add(f"{binding.where}: unknown action '{binding.action}'.")
+            continue
         known = variables.get(binding.action, ())
         for name in binding.vars:
             if name not in known:
-                raise ConfigError(f"{binding.where}: '{binding.action}' has no variable '{name}'.")
+                where = binding.var_lines.get(name, binding.where)
+                problems.add(f"{where}: '{binding.action}' has no variable '{name}'.")
+    problems.raise_if_any()

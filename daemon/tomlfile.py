@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,46 @@ def load_toml(path: Path) -> TomlDoc:
             ) from None
         raise ConfigError(f"{path}: invalid TOML: {reason}.") from None
     return TomlDoc(path=path, text=text, data=data)
+
+
+class Problems:
+    """Every problem in a set of files, so all are reported at once, not one per try."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def add(self, message: str) -> None:
+        if message not in self.items:
+            self.items.append(message)
+
+    def add_error(self, err: ConfigError) -> None:
+        for message in getattr(err, "problems", None) or [str(err)]:
+            self.add(message)
+
+    @contextmanager
+    def collect(self) -> Iterator[None]:
+        """Run a check; a ConfigError it raises is kept and the caller goes on."""
+        try:
+            yield
+        except ConfigError as err:
+            self.add_error(err)
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise problems_error(self.items)
+
+
+def problems_error(items: list[str]) -> ConfigError:
+    """One error for several problems: one per line, each naming its file and line."""
+    if len(items) == 1:
+        error = ConfigError(items[0])
+    else:
+        error = ConfigError(f"{len(items)} problems:\n" + "\n".join(items))
+    error.problems = list(items)  # type: ignore[attr-defined]
+    return error
 
 
 def check_keys(

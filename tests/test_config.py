@@ -23,6 +23,7 @@ from daemon.config import (
     template_folders,
 )
 from daemon.errors import ConfigError
+from daemon.tomlfile import tomllib
 
 SHIPPED = Path(__file__).resolve().parents[1] / "hotkeys.toml"
 
@@ -152,7 +153,7 @@ def test_later_file_wins_key_by_key(tmp_path):
     assert settings.keep_alive_s == 90
 
 
-def test_user_bindings_replace_shipped_as_a_whole(tmp_path):
+def test_user_binding_replaces_the_shipped_one_with_its_hotkey(tmp_path):
     user = write(
         tmp_path / "user.toml",
         """
@@ -163,25 +164,66 @@ def test_user_bindings_replace_shipped_as_a_whole(tmp_path):
         output = ["paste"]
         """,
     )
+    shipped = load_config([SHIPPED]).bindings
     config = load_config([SHIPPED, user])
-    assert config.bindings == (
-        Binding(
-            hotkey="<ctrl>+<alt>+j",
-            action="translate_en",
-            source="selection",
-            output=("paste",),
-            where=f"{user}, line 1",
-        ),
-    )
+    mine = Binding(hotkey="<ctrl>+<alt>+j", action="translate_en", source="selection",
+                   output=("paste",), where=f"{user}, line 1")  # fmt: skip
+    # The shipped binding on that hotkey (ocr_translate) is replaced; the others stay.
+    assert config.bindings == (*(b for b in shipped if b.hotkey != "<ctrl>+<alt>+j"), mine)
+    assert config.bindings[-1].origin == "user"
+    assert all(b.origin == "shipped" for b in config.bindings[:-1])
+    (replaced,) = config.bindings[-1].replaces
+    assert replaced.startswith("<ctrl>+<alt>+j ocr_translate (") and str(SHIPPED) in replaced
+
+
+def test_user_binding_replaces_the_shipped_one_with_its_action_and_source(tmp_path):
+    translate = by_action(load_config([SHIPPED]))["translate_en"]
+    user = write(tmp_path / "user.toml", '[[binding]]\nhotkey = "<f8>"\naction = "translate_en"\n')
+    config = load_config([SHIPPED, user])
+    assert translate.hotkey not in [b.hotkey for b in config.bindings]
+    assert [b.hotkey for b in config.bindings if b.action == "translate_en"] == ["<f8>"]
+    assert len(config.bindings) == len(load_config([SHIPPED]).bindings)
+    # Another source of the same action is a binding of its own: both stay.
+    selection = write(tmp_path / "sel.toml",
+                      '[[binding]]\nhotkey = "<f8>"\naction = "translate_en"\n'
+                      'source = "selection"\n')  # fmt: skip
+    actions = [(b.action, b.source) for b in load_config([SHIPPED, selection]).bindings]
+    assert actions.count(("translate_en", "clipboard")) == 1
+    assert actions.count(("translate_en", "selection")) == 1
 
 
 def test_user_may_reuse_a_shipped_chord_for_another_action(tmp_path):
-    # The shipped bindings are gone, so this is no duplicate.
     user = write(
         tmp_path / "user.toml", '[[binding]]\nhotkey = "<ctrl>+<alt>+t"\naction = "variations"\n'
     )
     config = load_config([SHIPPED, user])
-    assert [(b.hotkey, b.action) for b in config.bindings] == [("<ctrl>+<alt>+t", "variations")]
+    pairs = [(b.hotkey, b.action) for b in config.bindings]
+    assert ("<ctrl>+<alt>+t", "variations") in pairs
+    # It took the chord from translate_en and the action's place from the shipped
+    # variations binding: neither of those is left.
+    assert "translate_en" not in [b.action for b in config.bindings]
+    assert [a for h, a in pairs if a == "variations"] == ["variations"]
+
+
+def test_a_binding_is_switched_off_by_hotkey_or_by_action(tmp_path):
+    shipped = load_config([SHIPPED]).bindings
+    by_key = write(tmp_path / "a.toml", '[[binding]]\nhotkey = "<ctrl>+<alt>+t"\nenabled = false\n')
+    assert [b for b in load_config([SHIPPED, by_key]).bindings] == [
+        b for b in shipped if b.hotkey != "<ctrl>+<alt>+t"
+    ]
+    by_action_ = write(tmp_path / "b.toml", '[[binding]]\naction = "caption"\nenabled = false\n'
+                       'source = "clipboard_image"\n')  # fmt: skip
+    left = load_config([SHIPPED, by_action_]).bindings
+    assert ("caption", "region") in [(b.action, b.source) for b in left]
+    assert ("caption", "clipboard_image") not in [(b.action, b.source) for b in left]
+    nothing = write(tmp_path / "c.toml", "[[binding]]\nenabled = false\n")
+    assert "names the hotkey or the action" in config_error([SHIPPED, nothing])
+
+
+def test_shipped_bindings_can_be_left_out(tmp_path):
+    user = write(tmp_path / "user.toml", "[settings]\nshipped_bindings = false\n"
+                 '[[binding]]\nhotkey = "<f8>"\naction = "translate_en"\n')  # fmt: skip
+    assert [b.hotkey for b in load_config([SHIPPED, user]).bindings] == ["<f8>"]
 
 
 def test_empty_binding_list_removes_all_hotkeys(tmp_path):
@@ -190,12 +232,13 @@ def test_empty_binding_list_removes_all_hotkeys(tmp_path):
     assert load_config([SHIPPED, user]).bindings == ()
 
 
-def test_bindings_come_from_last_file_that_has_any(tmp_path):
+def test_bindings_of_every_file_add_up(tmp_path):
     first = write(tmp_path / "a.toml", '[[binding]]\nhotkey = "<f1>"\naction = "x"\n')
     second = write(tmp_path / "b.toml", "[settings]\nhistory = false\n")
     config = load_config([SHIPPED, first, second])
-    assert [b.hotkey for b in config.bindings] == ["<f1>"]
-    assert config.bindings[0].where == f"{first}, line 1"
+    assert [b.hotkey for b in config.bindings][-1] == "<f1>"
+    assert len(config.bindings) == len(load_config([SHIPPED]).bindings) + 1
+    assert config.bindings[-1].where == f"{first}, line 1"
     assert config.settings.history is False
 
 
@@ -319,7 +362,8 @@ def test_bad_notifier_named(tmp_path, value):
     user = write(tmp_path / "user.toml", f"[settings]\ntray = true\nnotifier = {value}\n")
     message = config_error([user])
     assert message.startswith(at(user, 3))
-    assert "notifier must be auto, tray, dbus, notify-send, osascript or none." in message
+    assert "notifier must be auto, tray, dbus, notify-send, osascript or none, not " in message
+    assert message.endswith(f"not {tomllib.loads(f'v = {value}')['v']!r}.")  # the bad value
 
 
 @pytest.mark.parametrize("value", ['"wayland"', "true", '"Portal"'])
@@ -327,7 +371,7 @@ def test_bad_region_capture_named(tmp_path, value):
     user = write(tmp_path / "user.toml", f"[settings]\nregion_capture = {value}\n")
     message = config_error([user])
     assert message.startswith(at(user, 2))
-    assert "region_capture must be auto, overlay or portal." in message
+    assert "region_capture must be auto, overlay or portal, not " in message
 
 
 def test_region_capture_setting(tmp_path):
@@ -450,6 +494,15 @@ action = "first"
 BAD_LINE = 5
 
 
+def key_at(path: Path, key: str) -> str:
+    """The prefix of a message about ``key`` of the bad binding: the key's own line."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number in range(BAD_LINE, len(lines)):
+        if lines[number].startswith(f"{key} ="):
+            return at(path, number + 1)
+    return at(path, BAD_LINE)  # not written: the binding's header
+
+
 def binding_error(tmp_path: Path, body: str) -> tuple[Path, str]:
     user = write(tmp_path / "user.toml", FIRST + "[[binding]]\n" + textwrap.dedent(body))
     return user, config_error([SHIPPED, user])
@@ -527,13 +580,13 @@ def test_all_outputs_accepted_in_order(tmp_path):
     assert load_config([user]).bindings[0].output == ("notify", "paste", "clipboard")
 
 
-def test_unknown_binding_key_named_at_its_header(tmp_path):
+def test_unknown_binding_key_named_at_its_line(tmp_path):
     user, message = binding_error(
         tmp_path, 'hotkey = "<ctrl>+<alt>+x"\naction = "a"\n\n\noutputs = ["paste"]\n'
     )
-    assert message.startswith(at(user, BAD_LINE))
+    assert message.startswith(key_at(user, "outputs"))
     assert "'outputs'" in message
-    assert "known keys: hotkey, action, source, output, vars, model" in message
+    assert "known keys: hotkey, action, source, output, vars, model, enabled" in message
 
 
 @pytest.mark.parametrize(
@@ -550,7 +603,7 @@ def test_unknown_binding_key_named_at_its_header(tmp_path):
 )
 def test_missing_hotkey_or_action_named(tmp_path, body, missing):
     user, message = binding_error(tmp_path, body)
-    assert message.startswith(at(user, BAD_LINE))
+    assert message.startswith(key_at(user, missing))
     assert f"needs {missing} =" in message
 
 
@@ -559,7 +612,7 @@ def test_bad_source_named(tmp_path, value):
     user, message = binding_error(
         tmp_path, f'hotkey = "<ctrl>+<alt>+x"\naction = "a"\nsource = {value}\n'
     )
-    assert message.startswith(at(user, BAD_LINE))
+    assert message.startswith(key_at(user, "source"))
     assert (
         "source must be one of clipboard, selection, region, last_region, clipboard_image"
         in message
@@ -571,8 +624,9 @@ def test_bad_output_named(tmp_path, value):
     user, message = binding_error(
         tmp_path, f'hotkey = "<ctrl>+<alt>+x"\naction = "a"\noutput = {value}\n'
     )
-    assert message.startswith(at(user, BAD_LINE))
+    assert message.startswith(key_at(user, "output"))
     assert "output must be a non-empty list of clipboard, paste, notify" in message
+    assert ("'screen'" in message) == ("screen" in value)  # the bad value is named
 
 
 @pytest.mark.parametrize("value", ['"count=4"', '["count"]', "4"])
@@ -580,13 +634,13 @@ def test_vars_not_a_table_named(tmp_path, value):
     user, message = binding_error(
         tmp_path, f'hotkey = "<ctrl>+<alt>+x"\naction = "a"\nvars = {value}\n'
     )
-    assert message.startswith(at(user, BAD_LINE))
+    assert message.startswith(key_at(user, "vars"))
     assert "vars must be a table" in message
 
 
 def test_model_not_a_string_named(tmp_path):
     user, message = binding_error(tmp_path, 'hotkey = "<ctrl>+<alt>+x"\naction = "a"\nmodel = 3\n')
-    assert message.startswith(at(user, BAD_LINE))
+    assert message.startswith(key_at(user, "model"))
     assert "model must be" in message
 
 
@@ -604,7 +658,7 @@ def test_model_not_a_string_named(tmp_path):
 )
 def test_bad_chord_named(tmp_path, chord, says):
     user, message = binding_error(tmp_path, f'hotkey = "{chord}"\naction = "a"\n')
-    assert message.startswith(at(user, BAD_LINE))
+    assert message.startswith(key_at(user, "hotkey"))
     assert "hotkey" in message
     assert says in message
 
@@ -668,14 +722,20 @@ def test_binding_on_the_cancel_hotkey_refused(tmp_path, chord):
     )
 
 
-def test_changed_cancel_hotkey_clashes_with_shipped_binding(tmp_path):
+def test_changed_cancel_hotkey_takes_the_chord_of_a_shipped_binding(tmp_path):
     user = write(tmp_path / "user.toml", '[settings]\ncancel_hotkey = "<alt>+<ctrl>+T"\n')
-    translate = by_action(load_config([SHIPPED]))["translate_en"]
-    message = config_error([SHIPPED, user])
-    # Both places are named: the binding, and the user's own cancel_hotkey line.
-    assert (
-        message
-        == f"{translate.where}: <ctrl>+<alt>+t is the cancel hotkey (set at {user}, line 2)."
+    config = load_config([SHIPPED, user])
+    # The user's own setting wins: the shipped binding on that chord is left out.
+    assert config.settings.cancel_hotkey == "<ctrl>+<alt>+t"
+    assert "<ctrl>+<alt>+t" not in [b.hotkey for b in config.bindings]
+    assert len(config.bindings) == len(load_config([SHIPPED]).bindings) - 1
+
+
+def test_changed_cancel_hotkey_clashes_with_the_users_own_binding(tmp_path):
+    user = write(tmp_path / "user.toml", '[settings]\ncancel_hotkey = "<f7>"\n\n'
+                 '[[binding]]\nhotkey = "<F7>"\naction = "a"\n')  # fmt: skip
+    assert config_error([SHIPPED, user]) == (
+        f"{user}, line 4: <f7> is the cancel hotkey (set at {user}, line 2)."
     )
 
 
@@ -693,7 +753,7 @@ def test_changed_cancel_hotkey_frees_the_old_chord(tmp_path):
     )
     config = load_config([SHIPPED, user])
     assert config.settings.cancel_hotkey == "<pause>"
-    assert [b.hotkey for b in config.bindings] == ["<ctrl>+<alt>+<esc>"]
+    assert [b.hotkey for b in config.bindings][-1] == "<ctrl>+<alt>+<esc>"
 
 
 def test_broken_bindings_in_an_earlier_file_are_an_error(tmp_path):
@@ -701,7 +761,7 @@ def test_broken_bindings_in_an_earlier_file_are_an_error(tmp_path):
     bad = write(tmp_path / "a.toml", '[[binding]]\nhotkey = "t"\naction = "a"\n')
     good = write(tmp_path / "b.toml", FIRST)
     message = config_error([bad, good])
-    assert message.startswith(at(bad, 1))
+    assert message.startswith(at(bad, 2))  # the hotkey's own line
 
 
 # --- check_actions ----------------------------------------------------------------------------
@@ -746,7 +806,61 @@ def test_check_actions_unknown_var_named(tmp_path):
     )
     with pytest.raises(ConfigError) as info:
         check_actions(load_config([user]), ACTIONS, VARIABLES)
-    assert str(info.value) == f"{user}, line {BAD_LINE}: 'translate_en' has no variable 'count'."
+    # Named at the line of vars, where the variable is written.
+    assert (
+        str(info.value) == f"{user}, line {BAD_LINE + 3}: 'translate_en' has no variable 'count'."
+    )
+
+
+def test_every_problem_of_every_file_is_reported_at_once(tmp_path):
+    first = write(tmp_path / "a.toml", '[settings]\nqueue_size = 0\nnotifier = "growl"\n')
+    second = write(
+        tmp_path / "b.toml",
+        """
+        [[binding]]
+        hotkey = "<ctrl>+<alt>+x"
+        action = "a"
+        source = "camera"
+        output = ["clipboard", "screen"]
+
+        [[binding]]
+        hotkey = "q"
+        action = "b"
+        [binding.vars]
+        count = true
+        """,
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config([first, second])
+    problems = info.value.problems
+    assert problems == [
+        f"{first}, line 2: queue_size must be at least 1, not 0.",
+        f"{first}, line 3: notifier must be auto, tray, dbus, notify-send, osascript or none, "
+        "not 'growl'.",
+        f"{second}, line 4: source must be one of clipboard, selection, region, last_region, "
+        "clipboard_image, not 'camera'.",
+        f"{second}, line 5: output must be a non-empty list of clipboard, paste, notify; "
+        "'screen' is none of them.",
+        f"{second}, line 8: hotkey 'q' has no modifier (<ctrl>, <alt> or <cmd>) and would fire "
+        "while you type.",
+        f"{second}, line 10: vars must be a table of texts or numbers, e.g. vars = "
+        "{ count = \"4\" }, not {'count': True}.",
+    ]
+    assert str(info.value) == "6 problems:\n" + "\n".join(problems)
+
+
+def test_check_actions_reports_every_binding(tmp_path):
+    user = write(tmp_path / "user.toml", '[[binding]]\nhotkey = "<f2>"\naction = "nope"\n\n'
+                 '[[binding]]\nhotkey = "<f3>"\naction = "variations"\n'
+                 'vars = { n = "1", count = "2" }\n'
+                 '[[binding]]\nhotkey = "<f4>"\naction = "gone"\n')  # fmt: skip
+    with pytest.raises(ConfigError) as info:
+        check_actions(load_config([user]), ACTIONS, VARIABLES)
+    assert info.value.problems == [
+        f"{user}, line 1: unknown action 'nope'.",
+        f"{user}, line 8: 'variations' has no variable 'n'.",
+        f"{user}, line 9: unknown action 'gone'.",
+    ]
 
 
 def test_check_actions_action_without_variables_refuses_any_var(tmp_path):
