@@ -21,6 +21,7 @@ from daemon import __version__, platform
 from daemon.actions import Payload
 from daemon.cli_daemon import (
     cmd_bench,
+    cmd_bindings,
     cmd_capture,
     cmd_history,
     cmd_run,
@@ -112,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("--out", type=Path, help="save the selected pixels as this PNG")
 
     sub.add_parser("templates", help="list prompt templates and where each comes from")
+    bindings = sub.add_parser(
+        "bindings", help="the hotkeys in effect, where each comes from, and config problems"
+    )
+    bindings.add_argument("--json", action="store_true", help="print one JSON object")
     from daemon import cli_models
 
     cli_models.configure_parser(
@@ -343,6 +348,7 @@ COMMANDS: dict[str, Any] = {
     "run": cmd_run,
     "trigger": cmd_trigger,
     "status": cmd_status,
+    "bindings": cmd_bindings,
     "history": cmd_history,
     "reload": cmd_simple,
     "cancel": cmd_simple,

@@ -1,5 +1,5 @@
 """The ``yomitori`` commands that talk to the daemon or measure things:
-run, trigger, status, reload/cancel/free/quit, history, capture, bench."""
+run, trigger, status, bindings, reload/cancel/free/quit, history, capture, bench."""
 
 from __future__ import annotations
 
@@ -34,6 +34,50 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         print(json.dumps(reply, ensure_ascii=False))
     elif "text" in reply:
         print(reply["text"])
+    return 0
+
+
+def cmd_bindings(args: argparse.Namespace) -> int:
+    """The hotkeys that take effect, where each comes from, and every config problem."""
+    from daemon import platform
+    from daemon.service import read_state
+
+    state = read_state()
+    shipped = platform.defaults_dir()
+    rows = []
+    for binding in state.config.bindings:
+        origin = "shipped" if binding.origin == "shipped" else binding.where
+        rows.append({
+            "hotkey": binding.hotkey, "action": binding.action, "source": binding.source,
+            "output": list(binding.output), "vars": dict(binding.vars), "model": binding.model,
+            "from": origin, "replaces": list(binding.replaces),
+        })  # fmt: skip
+    cancel = state.config.settings.cancel_hotkey
+    if args.json:
+        print(json.dumps({"bindings": rows, "cancel_hotkey": cancel,
+                          "problems": state.problems}, ensure_ascii=False))  # fmt: skip
+    else:
+        table = [(r["hotkey"], r["action"],
+                  f"{r['source']} → {', '.join(r['output'])}"
+                  + "".join(f" {k}={v}" for k, v in r["vars"].items())
+                  + (f" model={r['model']}" if r["model"] else ""), r["from"])
+                 for r in rows]  # fmt: skip
+        table.append((cancel, "cancel", "stops the running action", ""))
+        widths = [max(len(row[i]) for row in table) for i in range(3)]
+        for row, info in zip(table, [*rows, None], strict=True):
+            cells = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
+            print(f"{cells}  {row[3]}".rstrip())
+            for old in info["replaces"] if info else ():
+                print(f"{'':<{widths[0]}}  (replaces {old})".replace(
+                    str(shipped / "hotkeys.toml"), "shipped"))  # fmt: skip
+        if not state.config.settings.shipped_bindings:
+            print("(shipped_bindings = false: the shipped hotkeys are left out)")
+    for message in state.problems:
+        print(f"yomitori: {message}", file=sys.stderr)
+    if state.problems:
+        print("yomitori: the bindings above are those that can work; fix the problems, then "
+              "yomitori reload.", file=sys.stderr)  # fmt: skip
+        return 2
     return 0
 
 
@@ -107,7 +151,25 @@ def cmd_simple(args: argparse.Namespace) -> int:
     reply = ipc.request({"cmd": args.command}, timeout=60)
     if not reply.get("ok"):
         raise YomitoriError(str(reply.get("error")))
+    if args.command == "quit":
+        if reply.get("cancelled"):
+            print(f"Cancelled the running {reply['cancelled']}.")
+        _wait_until_gone(ipc)
     return 0
+
+
+def _wait_until_gone(ipc: Any, timeout: float = 10.0) -> None:
+    """Quit returns once the daemon is gone, so that status and run are right at once."""
+    lock = ipc.InstanceLock()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if lock.acquire():
+            lock.release()
+            print("yomitori stopped.")
+            return
+        time.sleep(0.05)
+    raise YomitoriError(f"The daemon is still stopping after {timeout:g} s; "
+                        "yomitori status shows when it is gone.")  # fmt: skip
 
 
 def cmd_history(args: argparse.Namespace) -> int:

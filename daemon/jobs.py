@@ -29,7 +29,9 @@ class DesktopIO(Protocol):
     def paste(self, text: str, chord: str | None, keep: bool) -> None:
         """Type ``text`` into the focused window; keep it on the clipboard or restore."""
 
-    def notify(self, title: str, body: str) -> None: ...
+    def notify(self, title: str, body: str, tag: str | None = None) -> None:
+        """Show a notification; one with the ``tag`` of an earlier one replaces it
+        (where the notifier can), so a job's "queued" note becomes its result."""
 
     def capture_region(self, repeat: bool = False) -> bytes:
         """PNG of a region the user selects (or the last one); raises Cancelled on Esc."""
@@ -48,6 +50,8 @@ class Job:
     origin: str = "hotkey"
     text: str | None = None  # given directly (``yomitori trigger --text``)
     future: Future[ActionResult] | None = None
+    tag: str | None = None  # its notifications replace each other (set when taken)
+    started: float = 0.0  # time.monotonic() when it was taken
 
 
 def read_source(io: DesktopIO, job: Job) -> Payload:
@@ -75,21 +79,45 @@ def read_source(io: DesktopIO, job: Job) -> Payload:
     raise UserInputError(f"Unknown source '{job.source}'.")
 
 
-def deliver(io: DesktopIO, job: Job, result: ActionResult, notify_chars: int) -> None:
-    """The result to the job's outputs; a failed clipboard is said, never fatal."""
+def deliver(
+    io: DesktopIO,
+    job: Job,
+    result: ActionResult,
+    notify_chars: int,
+    title: str | None = None,
+    history: bool = False,
+) -> str:
+    """The result to the job's outputs; where it went ("copied", "pasted", "" for a
+    notification alone).  A failed clipboard is said, never fatal."""
+    went = []
+    title = title or job.action
     try:
         if "paste" in job.outputs:
             io.paste(result.text, job.chord, keep="clipboard" in job.outputs)
+            went.append("pasted")
+            if "clipboard" in job.outputs:
+                went.append("copied")
         elif "clipboard" in job.outputs:
             io.write_clipboard(result.text)
+            went.append("copied")
     except YomitoriError as err:
         # The result is not lost: history keeps it, a trigger caller gets it.
         log.warning("%s: result not delivered: %s", job.action, err)
-        io.notify(f"{job.action}: result not delivered", str(err))
+        io.notify(f"{title}: result not delivered", str(err), tag=job.tag)
+        went = []
+    where = " and ".join(went)
     if "notify" in job.outputs:
-        limit = notify_chars
-        body = result.text if len(result.text) <= limit else result.text[: limit - 1] + "…"
-        io.notify(job.action, body)
+        body = result.text
+        if len(body) > notify_chars:
+            if "copied" in went:
+                rest = "the whole result is on the clipboard"
+            elif history:
+                rest = "yomitori history has all of it"
+            else:
+                rest = "the notification shows only the start"
+            body = f"{body[: max(1, notify_chars - 1)].rstrip()}…\n({rest})"
+        io.notify(f"{title} — {where}" if where else title, body, tag=job.tag)
+    return where
 
 
 def job_from_binding(binding: Any) -> Job:

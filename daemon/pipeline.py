@@ -72,6 +72,36 @@ def split_values(
     return values, options
 
 
+OCR_TITLE = "Read text"
+
+
+def title_of(name: str, templates: TemplateSet) -> str:
+    """The few words users see for an action (notifications, tray, result window)."""
+    if name == OCR:
+        return OCR_TITLE
+    template = templates.templates.get(name)
+    return (template.title if template is not None else "") or name
+
+
+def value_problems(name: str, templates: TemplateSet, pairs: Mapping[str, str]) -> dict[str, str]:
+    """Each given value the action would refuse when run (a choice that is not one, an
+    option of the wrong type), by key: said when the config loads, not on a key press."""
+    problems: dict[str, str] = {}
+    known = variables_of(name, templates)
+    steps = _templates(steps_of(name, templates), templates)
+    for key, value in pairs.items():
+        try:
+            if key in known:
+                for template in steps:
+                    variable = template.variables.get(key)
+                    if variable is not None:
+                        variable.resolve(str(value), template.name)
+            split_values(name, templates, {key: value})
+        except UserInputError as err:
+            problems[key] = str(err)
+    return problems
+
+
 def wants_image(name: str, templates: TemplateSet) -> bool:
     first = steps_of(name, templates)[0]
     return first == OCR or templates.get(first).kind == "image"

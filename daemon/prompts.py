@@ -20,7 +20,7 @@ from daemon.errors import ConfigError, UserInputError
 from daemon.tomlfile import TomlDoc, check_keys, expect_type, load_toml
 
 KINDS = ("text", "image", "chain")
-_TOP_KEYS = ("name", "description", "kind", "system", "user", "vars", "options", "steps")
+_TOP_KEYS = ("name", "title", "description", "kind", "system", "user", "vars", "options", "steps")
 _VAR_KEYS = ("default", "description", "choices")
 # Sampling options a template (or ``--set``) may give, with their types.
 OPTION_TYPES: dict[str, type] = {
@@ -76,6 +76,9 @@ class Template:
     variables: Mapping[str, Variable] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
     origin: Path | None = None
+    # A few words for notifications, the tray and the result window ("Translate to a
+    # prompt"); without one, the action's name.
+    title: str = ""
     # kind = "chain": the actions run in order, each one's result feeding the next.
     steps: tuple[str, ...] = ()
 
@@ -210,6 +213,7 @@ def parse_template(doc: TomlDoc) -> Template:
         system=system,
         user=user,
         description=description,
+        title=_title(doc),
         variables=variables,
         options=options,
         origin=doc.path,
@@ -217,7 +221,7 @@ def parse_template(doc: TomlDoc) -> Template:
 
 
 def _parse_chain(doc: TomlDoc, name: str) -> Template:
-    check_keys(doc, doc.data, ("name", "description", "kind", "steps"), "a chain")
+    check_keys(doc, doc.data, ("name", "title", "description", "kind", "steps"), "a chain")
     steps = expect_type(doc, "steps", doc.data.get("steps"), list)
     if len(steps) < 2 or not all(isinstance(s, str) and s for s in steps):
         raise ConfigError(f"{doc.where('steps')}: steps must list two or more action names.")
@@ -225,7 +229,15 @@ def _parse_chain(doc: TomlDoc, name: str) -> Template:
         raise ConfigError(f"{doc.where('steps')}: a chain cannot contain itself.")
     description = expect_type(doc, "description", doc.data.get("description", ""), str)
     return Template(name=name, kind="chain", system="", user="", description=description,
-                    origin=doc.path, steps=tuple(steps))  # fmt: skip
+                    origin=doc.path, steps=tuple(steps), title=_title(doc))  # fmt: skip
+
+
+def _title(doc: TomlDoc) -> str:
+    title = expect_type(doc, "title", doc.data.get("title", ""), str).strip()
+    if len(title) > 60 or "\n" in title:
+        raise ConfigError(f"{doc.where('title')}: title must be one short line (60 characters "
+                          "at most); the description can say more.")  # fmt: skip
+    return title
 
 
 def load_template(path: Path) -> Template:

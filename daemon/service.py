@@ -14,11 +14,11 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from daemon import pipeline, runner
-from daemon.actions import ActionResult
+from daemon import pipeline, platform, runner
+from daemon.actions import ActionResult, Payload
 from daemon.config import Config, check_actions, load_config, template_folders
 from daemon.engine import Engine
 from daemon.errors import Cancelled, ConfigError, UserInputError, YomitoriError
@@ -35,6 +35,7 @@ from daemon.pipeline import BUILTIN_ACTIONS
 from daemon.prompts import OPTION_TYPES, TemplateSet, load_templates
 from daemon.runner import Engines
 from daemon.sinks.history import History
+from daemon.tomlfile import Problems, problems_error
 
 __all__ = ["BUILTIN_ACTIONS", "BUSY_NOTE_S", "DesktopIO", "Job", "Service", "job_from_binding"]
 
@@ -42,14 +43,92 @@ log = logging.getLogger(__name__)
 
 # A burst of presses while busy gives one "busy" notification, not one each.
 BUSY_NOTE_S = 3.0
+# A model load that takes longer than this is said in a notification.
+LOADING_NOTE_S = 1.0
 
 
 @dataclass
 class _Control:
-    """Work for the action thread that is not an action (load, unload)."""
+    """Work for the action thread that is not an action: load a model (a switch from
+    the tray, or the start-up load), or preload one while the user selects a region."""
 
     kind: str
     model: str | None = None
+    spec: ModelSpec | None = None
+
+
+@dataclass
+class _Ready:
+    """A job whose input is taken: what waits in the queue for the model or OCR."""
+
+    job: Job
+    plan: runner.Plan
+    payload: Payload
+    spec: ModelSpec | None
+
+
+@dataclass(frozen=True)
+class Done:
+    """One finished job, for ``yomitori run``'s terminal line (never its text)."""
+
+    action: str
+    title: str
+    outcome: str  # "done", "failed", "cancelled"
+    seconds: float
+    went: str  # where the result went: "copied", "pasted", "shown", ""
+
+
+@dataclass
+class State:
+    """What the config files say, checked together: the bindings that can work, and
+    every problem found (each naming its file and line)."""
+
+    config: Config
+    templates: TemplateSet
+    models: ModelsConfig | None  # None: models.toml is broken
+    problems: list[str]
+
+
+def read_state(config_loader: Callable[[], Config] = load_config) -> State:
+    """hotkeys.toml, templates and models.toml, and the bindings checked against the
+    templates (actions, variable names, choices, option types)."""
+    problems = Problems()
+    try:
+        config = config_loader()
+    except ConfigError as err:
+        problems.add_error(err)
+        config = load_config([platform.defaults_dir() / "hotkeys.toml"])
+    templates = load_templates(template_folders())
+    for message in templates.errors.values():
+        problems.add(message)
+    actions = {*templates.templates, *BUILTIN_ACTIONS}
+    # A binding's vars may also set sampling options (max_tokens = "80").
+    variables = {}
+    for name in sorted(actions):
+        try:
+            variables[name] = {*pipeline.variables_of(name, templates), *OPTION_TYPES}
+        except UserInputError as err:  # a chain naming a missing step
+            problems.add(f"Action '{name}': {err}")
+    with problems.collect():
+        check_actions(config, actions, variables)
+    usable = []
+    for binding in config.bindings:
+        if binding.action not in variables or not set(binding.vars) <= variables[binding.action]:
+            continue
+        bad = pipeline.value_problems(binding.action, templates, binding.vars)
+        for key, message in bad.items():
+            problems.add(f"{binding.var_lines.get(key, binding.where)}: {message}")
+        if not bad:
+            usable.append(binding)
+    models: ModelsConfig | None
+    try:
+        models = load_models()
+    except ConfigError as err:
+        problems.add(str(err))
+        models = None
+    if len(usable) < len(config.bindings):
+        config = replace(config, bindings=tuple(usable))
+    return State(config, templates, models, problems.items)
 
 
 class Service:
@@ -78,8 +157,20 @@ class Service:
         self.last_error: str | None = None
         self.started = time.time()
         self.listeners: list[Callable[[Service], None]] = []
-        self._queue: queue.Queue[Job | _Control | None] = queue.Queue()
-        self._pending = 0
+        self._queue: queue.Queue[_Ready | _Control | None] = queue.Queue()
+        # Input is taken here at once (the region overlay, a selection copy), whatever
+        # the action thread is doing; only the model or OCR step waits in the queue.
+        self._captures: queue.Queue[Job | None] = queue.Queue()
+        self._capture_thread: threading.Thread | None = None
+        self.capturing: Job | None = None  # whose input is being taken now
+        self.running: Job | None = None  # whose model or OCR step runs now
+        self._waiting: list[Job] = []  # taken, waiting for the action thread
+        self._loading: ModelSpec | None = None  # a model being loaded now
+        self.done_listeners: list[Callable[[Done], None]] = []
+        self._progress_noted = -BUSY_NOTE_S
+        self._stopping = False
+        self._pending = 0  # jobs taken in and not yet started (what queue_size limits)
+        self._counted: set[int] = set()  # … by id
         self._pending_lock = threading.Lock()
         self._last_used = time.monotonic()
         self._thread: threading.Thread | None = None
@@ -90,23 +181,20 @@ class Service:
         self.finished = 0  # … and done with (tests and status wait on these)
 
     # -- configuration -----------------------------------------------------
-    def load(self, config: Config | None = None) -> None:
-        """Read config (unless given), templates and models; raises if any is broken."""
-        config = config if config is not None else self._config_loader()
-        templates = load_templates(template_folders())
-        actions = {*templates.templates, *BUILTIN_ACTIONS}
-        # A binding's vars may also set sampling options (max_tokens = "80").
-        variables = {}
-        for name in actions:
-            try:
-                variables[name] = {*pipeline.variables_of(name, templates), *OPTION_TYPES}
-            except UserInputError as err:  # a chain naming a missing step
-                raise ConfigError(f"Action '{name}': {err}") from None
-        check_actions(config, actions, variables)
-        models = load_models()
-        self.config, self.templates, self.models = config, templates, models
-        for name, message in templates.errors.items():
-            log.warning("template %s: %s", name, message)
+    def load(self, config: Config | None = None, strict: bool = True) -> list[str]:
+        """Read config (unless given), templates and models, and check the bindings
+        against the templates.  Strict (a reload): any problem raises one ConfigError
+        naming every problem, and nothing changes.  Not strict (the daemon's start,
+        with no earlier state to keep): what loads is used, the broken parts are left
+        out, and the problems are returned."""
+        state = read_state(self._config_loader if config is None else lambda: config)
+        if strict and state.problems:
+            raise problems_error(state.problems)
+        self.config, self.templates = state.config, state.templates
+        self.models = state.models if state.models is not None else self.models
+        for message in state.problems:
+            log.warning("config: %s", message)
+        return state.problems
 
     def reload(self) -> str | None:
         """Re-read everything; on error keep what runs now and return the message."""
@@ -138,17 +226,22 @@ class Service:
     def start(self, preload: bool = True) -> None:
         self._thread = threading.Thread(target=self._loop, name="yomitori-actions", daemon=True)
         self._thread.start()
+        self._capture_thread = threading.Thread(target=self._capture_loop,
+                                                name="yomitori-capture", daemon=True)  # fmt: skip
+        self._capture_thread.start()
         if preload:
             self._queue.put(_Control("load"))
 
     def submit(self, job: Job) -> bool:
-        """Queue ``job``; False (and a notification) when the queue is full."""
+        """Take ``job``: its input is read now (on the capture thread; a given text at
+        once), its model step queued.  False (and a notification) when the queue is full."""
         with self._pending_lock:
-            if self._pending >= self.settings.queue_size:
+            if self._stopping or self._pending >= self.settings.queue_size:
                 full = True
             else:
                 full = False
                 self._pending += 1
+                self._counted.add(id(job))
         if full:
             log.info("queue full: %s refused", job.action)
             if job.future is not None:
@@ -161,7 +254,12 @@ class Service:
                                "press again when it is done.")  # fmt: skip
             return False
         self.accepted += 1
-        self._queue.put(job)
+        job.started = time.monotonic()
+        job.tag = f"job-{self.accepted}"
+        if job.text is not None:
+            self._take(job)  # nothing to take from the desktop
+        else:
+            self._captures.put(job)
         self._changed()
         return True
 
@@ -194,12 +292,33 @@ class Service:
         """Load ``name``; it becomes the current model only if it loads."""
         self._queue.put(_Control("load", model=name))
 
-    def stop(self) -> None:
+    def stop(self) -> str | None:
+        """Cancel what runs, drop what waits, unload; the running action's name, if any.
+        Quick by design: ``yomitori quit`` during a generation ends within a second or
+        two, not when the generation would have finished."""
+        with self._pending_lock:
+            self._stopping = True
+        running = self.running.action if self.running is not None else None
+        self.engines.cancel()
+        self._captures.put(None)
+        dropped = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Ready):
+                dropped.append(item.job)
+        for job in dropped:
+            self._finish(job, "cancelled")
+            if job.future is not None:
+                job.future.set_exception(Cancelled("Cancelled: yomitori is stopping."))
         self._queue.put(None)
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=5)
         self.engines.unload()
         self._release_ocr()
+        return running
 
     def resident(self) -> dict[str, str]:
         """Models in memory now, by name, with their backend (for the tray)."""
@@ -219,6 +338,9 @@ class Service:
             "loaded": self.engines.loaded,
             "engines": engines,
             "remote": sorted({str(e.get("url")) for e in engines if e.get("remote")}),
+            "running": self.running.action if self.running is not None else None,
+            "capturing": self.capturing.action if self.capturing is not None else None,
+            "waiting": [job.action for job in list(self._waiting)],
             "queue": self._pending,
             "queue_size": self.settings.queue_size,
             "paused": self.paused,
@@ -227,6 +349,90 @@ class Service:
             "hotkeys_taken": list(self.hotkeys_taken),
             "uptime_s": round(time.time() - self.started, 1),
         }
+
+    # -- the capture thread: input first -------------------------------------------
+    def _capture_loop(self) -> None:
+        while True:
+            job = self._captures.get()
+            if job is None:
+                return
+            if self._stopping:
+                self._failed(job, Cancelled("Cancelled: yomitori is stopping."))
+                continue
+            self.capturing = job
+            self._changed()
+            try:
+                self._take(job)
+            except Exception:  # never let the capture thread die
+                log.exception("capture thread: unexpected error")
+            finally:
+                self.capturing = None
+                self._changed()
+
+    def _take(self, job: Job) -> None:
+        """Read the job's input and queue its model step; a failure ends the job here."""
+        try:
+            ready = self._read(job)
+        except BaseException as err:
+            self._failed(job, err)
+            return
+        with self._pending_lock:
+            busy = self.running is not None or bool(self._waiting) or self._loading is not None
+            self._waiting.append(job)
+        self._queue.put(ready)
+        self._changed()
+        if busy:
+            self._note_waiting(job, ready.spec)
+
+    def _read(self, job: Job) -> _Ready:
+        plan = runner.plan(job.action, self.templates, job.vars, self.settings.ocr_engine)
+
+        def model() -> ModelSpec | None:
+            return runner.choose_model(plan, self.templates, job.model or self.model_name,
+                                       self.models)  # fmt: skip
+
+        # A region: the model first, so that one that cannot do the action (no vision, a
+        # server that is down) is said before the overlay opens, not after the selection;
+        # and it loads while the user selects.  Otherwise the input first: the selection
+        # is copied while the user is still where they pressed the hotkey, and a missing
+        # input costs no model check.
+        region = job.source in ("region", "last_region")
+        spec = model() if region else None
+        if region:
+            self._preload(spec)
+            self._warm_ocr_meanwhile(job, plan.values)
+        payload = read_source(self.io, job)
+        pipeline.check_input(job.action, self.templates, payload)
+        if not region:
+            spec = model()
+        return _Ready(job, plan, payload, spec)
+
+    def _preload(self, spec: ModelSpec | None) -> None:
+        """Load the region's model while the user drags, when nothing else runs or waits
+        (then the jobs ahead load what they need, in order)."""
+        if spec is None or any(e.loaded and e.spec == spec for e in self.engines.all()):
+            return
+        with self._pending_lock:
+            idle = self.running is None and not self._waiting and self._queue.empty()
+        if idle:
+            self._queue.put(_Control("preload", spec=spec))
+
+    def _note_waiting(self, job: Job, spec: ModelSpec | None) -> None:
+        """Said once for a burst of presses: the job waits (for another, or a load)."""
+        if job.origin not in ("hotkey", "tray"):
+            return
+        if time.monotonic() - self._progress_noted < BUSY_NOTE_S:
+            return
+        self._progress_noted = time.monotonic()
+        title = pipeline.title_of(job.action, self.templates)
+        running = self.running
+        if running is not None:
+            ahead = pipeline.title_of(running.action, self.templates)
+            body = f"Queued: it starts when “{ahead}” is done."
+        else:
+            loading = self._loading or spec
+            body = f"Waiting for the model{f' {loading.name}' if loading else ''} to load."
+        self.io.notify(title, body, tag=job.tag)
 
     # -- the action thread ---------------------------------------------------
     def _loop(self) -> None:
@@ -238,11 +444,12 @@ class Service:
                 continue
             if item is None:
                 return
-            if isinstance(item, Job):
-                # Counted while waiting: a caller woken by this job's result may
-                # submit again at once without finding the queue full.
+            if isinstance(item, _Ready):
                 with self._pending_lock:
-                    self._pending -= 1
+                    if item.job in self._waiting:
+                        self._waiting.remove(item.job)
+                    self._uncount(item.job)
+                    self.running = item.job
             try:
                 if isinstance(item, _Control):
                     self._control(item)
@@ -251,13 +458,13 @@ class Service:
             except Exception:  # never let the action thread die
                 log.exception("action thread: unexpected error")
             finally:
-                if isinstance(item, Job):
-                    self.finished += 1
+                self.running = None
                 self._last_used = time.monotonic()
                 if self.settings.keep_alive_s == 0 and self._queue.empty():
                     self.engines.unload(idle=True)
                     self._release_ocr()
                 self._set_state("error" if self.last_error else "idle")
+                self._changed()
 
     def _idle_timeout(self) -> float | None:
         keep = self.settings.keep_alive_s
@@ -274,9 +481,13 @@ class Service:
             self._changed()
 
     def _control(self, item: _Control) -> None:
+        if item.kind == "preload":
+            self._preload_now(item.spec)
+            return
         self._set_state("loading")
         try:
             spec = self.current_spec(item.model or self.model_name)
+            self._loading = spec
             self.engines.get(spec).load(spec)
         except YomitoriError as err:
             message = str(err)
@@ -289,64 +500,123 @@ class Service:
             self.last_error = None
             self._set_state("idle")
             return
+        finally:
+            self._loading = None
         self._set_error(message)
         self.io.notify("Model not loaded", message)
 
-    def _run(self, job: Job) -> None:
+    def _preload_now(self, spec: ModelSpec | None) -> None:
+        """A load started while the user selects; if it fails, the job that follows says
+        why (once), so nothing is said here."""
+        if spec is None:
+            return
+        self._set_state("loading")
+        self._loading = spec
         try:
-            result = self._execute(job)
-        except Cancelled:
-            log.info("%s cancelled", job.action)
-            if job.future is not None:
-                job.future.set_exception(Cancelled("Cancelled."))
-            return
-        except YomitoriError as err:
-            self._set_error(str(err))
-            log.warning("%s failed: %s", job.action, err)
-            if "notify" in job.outputs or job.origin == "hotkey":
-                self.io.notify(f"{job.action} failed", str(err))
-            if job.future is not None:
-                job.future.set_exception(err)
-            return
-        except Exception as err:  # the loop must survive anything
-            log.exception("%s: internal error", job.action)
-            message = f"Internal error ({type(err).__name__}); details are in the log."
-            self._set_error(message)
-            self.io.notify(f"{job.action} failed", message)
-            if job.future is not None:
-                job.future.set_exception(YomitoriError(message))
+            self.engines.get(spec).load(spec)
+        except Exception as err:
+            log.info("preloading %s failed (%s); the action will say why", spec.name,
+                     type(err).__name__)  # fmt: skip
+        finally:
+            self._loading = None
+
+    def _run(self, ready: _Ready) -> None:
+        job = ready.job
+        try:
+            result = self._execute(ready)
+        except BaseException as err:
+            self._failed(job, err)
             return
         self.last_error = None
         if job.future is not None:
             job.future.set_result(result)
 
-    def _execute(self, job: Job) -> ActionResult:
-        plan = runner.plan(job.action, self.templates, job.vars, self.settings.ocr_engine)
+    def _failed(self, job: Job, err: BaseException) -> None:
+        """The job ends with ``err``: said once (a notification replacing its progress
+        note, the trigger caller's answer), logged without user text, the loop goes on."""
+        title = pipeline.title_of(job.action, self.templates)
+        if isinstance(err, Cancelled):
+            log.info("%s cancelled", job.action)
+            self._finish(job, "cancelled")
+            if job.future is not None:
+                job.future.set_exception(Cancelled(str(err) or "Cancelled."))
+            return
+        if isinstance(err, YomitoriError):
+            message = str(err)
+            log.warning("%s failed: %s", job.action, message)
+        elif isinstance(err, Exception):
+            log.error("%s: internal error", job.action, exc_info=err)
+            message = f"Internal error ({type(err).__name__}); details are in the log."
+            err = YomitoriError(message)
+        else:  # KeyboardInterrupt, SystemExit: not ours to swallow
+            self._finish(job, "failed")
+            raise err
+        self._set_error(message)
+        if "notify" in job.outputs or job.origin in ("hotkey", "tray"):
+            self.io.notify(f"{title} failed", message, tag=job.tag)
+        self._finish(job, "failed")
+        if job.future is not None:
+            job.future.set_exception(err)
 
-        def model() -> ModelSpec | None:
-            return runner.choose_model(plan, self.templates, job.model or self.model_name,
-                                       self.models)  # fmt: skip
+    def _uncount(self, job: Job) -> None:
+        """No longer waiting (started, or ended before it could); under _pending_lock."""
+        if id(job) in self._counted:
+            self._counted.discard(id(job))
+            self._pending -= 1
 
-        # A region: the model first, so that one that cannot do the action (no vision, a
-        # server that is down) is said before the overlay opens, not after the selection.
-        # Otherwise the input first: the selection is copied while the user is still where
-        # they pressed the hotkey, and a missing input costs no model check.
-        region = job.source in ("region", "last_region")
-        spec = model() if region else None
-        self._warm_ocr_meanwhile(job, plan.values)
-        payload = read_source(self.io, job)
-        pipeline.check_input(job.action, self.templates, payload)
-        if not region:
-            spec = model()
+    def _finish(self, job: Job, outcome: str, went: str = "") -> None:
+        with self._pending_lock:
+            self._uncount(job)
+            if job in self._waiting:
+                self._waiting.remove(job)
+        self.finished += 1
+        done = Done(action=job.action, title=pipeline.title_of(job.action, self.templates),
+                    outcome=outcome, went=went,
+                    seconds=round(time.monotonic() - job.started, 2))  # fmt: skip
+        for listener in list(self.done_listeners):
+            try:
+                listener(done)
+            except Exception:
+                log.exception("done listener failed")
+
+    def _execute(self, ready: _Ready) -> ActionResult:
+        job, spec, payload = ready.job, ready.spec, ready.payload
         self._note_remote(spec)
-        result = runner.execute(plan, self.templates, payload, spec, self.engines, self.ocr,
-                                self.settings.max_image_side,
-                                on_loading=lambda: self._set_state("loading"),
-                                on_busy=lambda: self._set_state("busy"))  # fmt: skip
-        deliver(self.io, job, result, self.settings.notify_chars)
+
+        note: threading.Timer | None = None
+
+        def loading() -> None:
+            nonlocal note
+            self._set_state("loading")
+            self._loading = spec
+            if job.origin in ("hotkey", "tray") and spec is not None:
+                # Said only when the load is slow enough to be noticed.
+                title = pipeline.title_of(job.action, self.templates)
+                note = threading.Timer(LOADING_NOTE_S, lambda: self.io.notify(
+                    title, f"Loading the model {spec.name}…", tag=job.tag))  # fmt: skip
+                note.daemon = True
+                note.start()
+
+        def busy() -> None:
+            if note is not None:
+                note.cancel()
+            self._set_state("busy")
+
+        try:
+            result = runner.execute(ready.plan, self.templates, payload, spec, self.engines,
+                                    self.ocr, self.settings.max_image_side,
+                                    on_loading=loading, on_busy=busy)  # fmt: skip
+        finally:
+            self._loading = None
+            if note is not None:
+                note.cancel()
+        title = pipeline.title_of(job.action, self.templates)
+        went = deliver(self.io, job, result, self.settings.notify_chars, title,
+                       history=self.history is not None and self.settings.history)  # fmt: skip
         if self.history is not None and self.settings.history:
             self.history.add(job.action, payload.source, payload.text or "", result.text,
                              result.model, result.timings)  # fmt: skip
+        self._finish(job, "done", went)
         return result
 
     def _note_remote(self, spec: ModelSpec | None) -> None:

@@ -394,3 +394,45 @@ def test_status_prints_words():
     assert "hotkey not available: <ctrl>+<alt>+t (translate_en): another program holds it" in lines
     assert "uptime: 1 h 2 min" in lines
     assert status_lines({"engines": []}) == ["engine: none yet"]
+
+
+def test_bindings_shows_the_effective_set_and_where_each_comes_from(config_dir: Path) -> None:
+    (config_dir / "hotkeys.toml").write_text(
+        '[[binding]]\nhotkey = "<f8>"\naction = "translate_en"\noutput = ["paste"]\n\n'
+        '[[binding]]\nhotkey = "<ctrl>+<alt>+c"\nenabled = false\n',
+        encoding="utf-8",
+    )
+    done = run_cli("bindings", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    rows = {row["hotkey"]: row for row in report["bindings"]}
+    mine = rows["<f8>"]
+    assert mine["from"] == f"{config_dir / 'hotkeys.toml'}, line 1"
+    assert mine["output"] == ["paste"]
+    (replaced,) = mine["replaces"]
+    assert replaced.startswith("<ctrl>+<alt>+t translate_en")
+    assert "<ctrl>+<alt>+t" not in rows and "<ctrl>+<alt>+c" not in rows  # replaced, off
+    assert rows["<ctrl>+<alt>+v"]["from"] == "shipped"
+    assert report["problems"] == []
+    text = run_cli("bindings")
+    assert text.returncode == 0
+    line = next(line for line in text.stdout.splitlines() if line.startswith("<f8>"))
+    assert "translate_en" in line and "clipboard → paste" in line and "line 1" in line
+    assert "(replaces <ctrl>+<alt>+t translate_en (shipped, line" in text.stdout
+
+
+def test_bindings_lists_every_problem_and_exits_non_zero(config_dir: Path) -> None:
+    (config_dir / "hotkeys.toml").write_text(
+        '[[binding]]\nhotkey = "<f8>"\naction = "translate_en"\nvars = { style = "haiku" }\n\n'
+        '[[binding]]\nhotkey = "<f9>"\naction = "nope"\n',
+        encoding="utf-8",
+    )
+    done = run_cli("bindings")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert f"{config_dir / 'hotkeys.toml'}, line 4: Template 'translate_en': style must be" in (
+        done.stderr
+    )
+    assert f"{config_dir / 'hotkeys.toml'}, line 6: unknown action 'nope'." in done.stderr
+    # What can work is still shown.
+    assert "<ctrl>+<alt>+v" in done.stdout and "<f8>" not in done.stdout

@@ -159,7 +159,7 @@ def test_hotkey_puts_the_result_on_the_clipboard_and_notifies(desk, daemon):
     assert history[0]["input_excerpt"] == "夕焼けの海辺の少女"
     assert desk.clipboard() == history[0]["output"]
     notes = wait_for(
-        lambda: [n for n in desk.notifications() if n["summary"] == "translate_en"], 10
+        lambda: [n for n in desk.notifications() if n["summary"] == "Translate to a prompt — copied"], 10
     )
     assert notes and notes[0]["body"].strip()
 
@@ -325,7 +325,7 @@ def test_worker_killed_mid_action_notifies_and_recovers(desk, daemon):
     time.sleep(0.5)
     os.kill(pid, signal.SIGKILL)
     failed = wait_for(
-        lambda: [n for n in desk.notifications() if n["summary"] == "variations failed"], 30
+        lambda: [n for n in desk.notifications() if n["summary"] == "Prompt variations failed"], 30
     )
     assert failed and "stopped unexpectedly" in failed[0]["body"]
     assert "Traceback" not in failed[0]["body"]
@@ -344,8 +344,8 @@ def test_broken_hotkeys_on_reload_keeps_the_bindings(desk, daemon):
     )
     done = daemon.cli("reload")
     assert done.returncode == 1
-    bad_line = len((good + "\n").splitlines()) + 1
-    assert f"line {bad_line}" in done.stderr and "bogus" in done.stderr
+    bad_line = len((good + "\n").splitlines()) + 2  # the hotkey's own line
+    assert f"line {bad_line}:" in done.stderr and "bogus" in done.stderr
     notes = wait_for(
         lambda: [n for n in desk.notifications() if n["summary"] == "Config not reloaded"], 10
     )

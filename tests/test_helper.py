@@ -102,3 +102,24 @@ def test_give_back_memory_returns_freed_heap_to_the_system():
                           timeout=60, check=True)  # fmt: skip
     before, after = map(int, done.stdout.split())
     assert before - after > 100 * 2**20, (before, after)  # freed memory left the process
+
+
+def test_a_helper_that_dies_is_reaped_at_once_not_left_a_zombie(tmp_path):
+    """Seen: a killed overlay process stayed a zombie until the next region request."""
+    import os
+    import signal
+
+    import psutil
+
+    from daemon.engine.process import Child
+
+    # The OCR helper waits for requests until told to stop: a helper like any other.
+    child = Child("daemon.engine.ocr_worker", tmp_path / "helper.log")
+    try:
+        assert psutil.pid_exists(child.pid)
+        os.kill(child.pid, signal.SIGKILL)
+        # Nobody asks the child anything (no poll): the reader's end-of-file reaps it.
+        assert wait_for(lambda: not psutil.pid_exists(child.pid), 10), "left a zombie"
+        assert child.proc.returncode == -signal.SIGKILL
+    finally:
+        child.end()

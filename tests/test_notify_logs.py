@@ -24,7 +24,7 @@ class Failing:
     def is_available(self) -> bool:
         return True
 
-    def notify(self, title: str, body: str) -> None:
+    def notify(self, title: str, body: str, tag: str | None = None) -> None:
         raise self.error
 
 

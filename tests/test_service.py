@@ -12,12 +12,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from daemon import platform
 from daemon import service as service_module
 from daemon.actions import ActionResult
 from daemon.config import Binding, Config, Settings
@@ -61,6 +62,7 @@ class FakeDesktop:
         self.clipboard_image: bytes | None = None
         self.calls: list[tuple[Any, ...]] = []
         self.notes: list[tuple[str, str]] = []
+        self.tags: list[str | None] = []
         self.writes: list[str] = []
         self.pastes: list[tuple[str, str | None, bool]] = []
 
@@ -81,9 +83,10 @@ class FakeDesktop:
         self.calls.append(("paste", text, chord, keep))
         self.pastes.append((text, chord, keep))
 
-    def notify(self, title: str, body: str) -> None:
+    def notify(self, title: str, body: str, tag: str | None = None) -> None:
         self.calls.append(("notify", title, body))
         self.notes.append((title, body))
+        self.tags.append(tag)
 
     def capture_region(self, repeat: bool = False) -> bytes:
         self.calls.append(("capture_region", repeat))
@@ -342,7 +345,7 @@ def test_clipboard_source_writes_result_and_notifies(h: Harness) -> None:
     h.hotkey(tr())
     assert h.io.writes == ["A cat sits."]
     assert h.io.clipboard == "A cat sits."
-    assert h.io.notes == [("translate_en", "A cat sits.")]
+    assert h.io.notes == [("Translate to a prompt — copied", "A cat sits.")]
     assert h.io.called("read_clipboard") == [("read_clipboard",)]
     assert h.io.called("copy_selection") == []
     assert h.io.pastes == []
@@ -355,25 +358,49 @@ def test_clipboard_source_writes_result_and_notifies(h: Harness) -> None:
     assert h.service.state == "idle"
 
 
+CUT = "\n(the whole result is on the clipboard)"
+
+
 @pytest.mark.parametrize(
     ("text", "body"),
     [
         ("0123456789", "0123456789"),  # exactly the limit: unchanged
-        ("0123456789A", "012345678…"),  # one over: cut to the limit, ellipsis included
-        ("x" * 500, "x" * 9 + "…"),
+        ("0123456789A", "012345678…" + CUT),  # one over: cut, ellipsis included, and said
+        ("x" * 500, "x" * 9 + "…" + CUT),
     ],
 )
 def test_notification_body_is_truncated_to_notify_chars(make: Make, text: str, body: str) -> None:
     h = make(settings=Settings(notify_chars=10), engine=FakeEngine(text))
     h.hotkey(tr())
-    assert h.io.notes == [("translate_en", body)]
-    assert len(h.io.notes[0][1]) <= 10
+    assert h.io.notes == [("Translate to a prompt — copied", body)]
+    assert len(h.io.notes[0][1].split("\n")[0]) <= 10
     assert h.io.writes == [text]  # the clipboard always gets the whole result
 
 
-def test_title_is_the_action_name(h: Harness) -> None:
-    h.hotkey(Job(action="variations", vars={"count": "2"}))
-    assert [title for title, _ in h.io.notes] == ["variations"]
+@pytest.mark.parametrize(
+    ("outputs", "title", "cut"),
+    [
+        (("clipboard", "notify"), "Prompt variations — copied", "the whole result is on the clipboard"),
+        (("paste", "notify"), "Prompt variations — pasted", "yomitori history has all of it"),
+        (("paste", "clipboard", "notify"), "Prompt variations — pasted and copied",
+         "the whole result is on the clipboard"),
+        (("notify",), "Prompt variations", "yomitori history has all of it"),
+    ],
+)  # fmt: skip
+def test_the_title_is_the_actions_and_says_where_the_result_went(
+    make: Make, tmp_path: Path, outputs: tuple[str, ...], title: str, cut: str
+) -> None:
+    history = History(tmp_path / "h.sqlite")
+    h = make(settings=Settings(notify_chars=20), engine=FakeEngine("y" * 50), history=history)
+    h.hotkey(Job(action="variations", vars={"count": "2"}, outputs=outputs))
+    ((shown, body),) = h.io.notes
+    assert shown == title
+    assert body.endswith(f"…\n({cut})")
+    # One tag per job: a later note of the same job replaces the earlier one.
+    assert h.io.tags[0] is not None
+    h.hotkey(Job(action="variations", vars={"count": "2"}, outputs=outputs))
+    assert h.io.tags[1] is not None and h.io.tags[1] != h.io.tags[0]
+    history.close()
 
 
 @pytest.mark.parametrize("clipboard", ["", "   \n\t "])
@@ -381,7 +408,7 @@ def test_empty_clipboard_is_a_clear_failure(h: Harness, clipboard: str) -> None:
     h.io.clipboard = clipboard
     h.hotkey(tr())
     ((title, body),) = h.io.notes
-    assert title == "translate_en failed"
+    assert title == "Translate to a prompt failed"
     assert "clipboard holds no text" in body
     assert "Traceback" not in body
     assert "Error" not in body  # no exception class names either
@@ -419,7 +446,7 @@ def test_empty_selection_is_a_clear_failure(h: Harness) -> None:
     h.io.selection = "  "
     h.hotkey(tr(source="selection"))
     ((title, body),) = h.io.notes
-    assert title == "translate_en failed"
+    assert title == "Translate to a prompt failed"
     assert "No text is selected" in body
     assert h.engine.calls == []
 
@@ -451,7 +478,7 @@ def test_paste_and_clipboard_outputs_paste_once_and_keep(h: Harness) -> None:
 def test_paste_and_notify_outputs(h: Harness) -> None:
     h.hotkey(tr(outputs=("paste", "notify")))
     assert h.io.pastes == [("A cat sits.", CHORD, False)]
-    assert h.io.notes == [("translate_en", "A cat sits.")]
+    assert h.io.notes == [("Translate to a prompt — pasted", "A cat sits.")]
     assert h.io.writes == []
 
 
@@ -466,7 +493,7 @@ def test_notify_output_alone_leaves_the_clipboard(h: Harness) -> None:
     h.hotkey(tr(outputs=("notify",)))
     assert h.io.writes == []
     assert h.io.clipboard == "原文"
-    assert h.io.notes == [("translate_en", "A cat sits.")]
+    assert h.io.notes == [("Translate to a prompt", "A cat sits.")]
 
 
 # --- vars: template variables and sampling options ---------------------------
@@ -513,7 +540,7 @@ def test_bad_vars_fail_before_generating(
 ) -> None:
     h.hotkey(tr(vars=variables))
     ((title, body),) = h.io.notes
-    assert title == "translate_en failed"
+    assert title == "Translate to a prompt failed"
     assert needle in body
     assert h.engine.calls == []
 
@@ -528,7 +555,7 @@ def test_job_model_overrides_the_default(h: Harness) -> None:
 def test_unknown_model_is_a_clear_failure(h: Harness) -> None:
     h.hotkey(tr(model="nonexistent"))
     ((title, body),) = h.io.notes
-    assert title == "translate_en failed"
+    assert title == "Translate to a prompt failed"
     assert "Unknown model 'nonexistent'" in body
     assert h.engine.loads == []
 
@@ -536,7 +563,7 @@ def test_unknown_model_is_a_clear_failure(h: Harness) -> None:
 def test_model_that_is_not_gguf_is_refused(h: Harness) -> None:
     h.hotkey(tr(model="bad"))
     ((title, body),) = h.io.notes
-    assert title == "translate_en failed"
+    assert title == "Translate to a prompt failed"
     assert "not a GGUF file" in body
     assert h.engine.loads == []
 
@@ -645,7 +672,7 @@ def test_an_image_model_action_on_a_text_model_is_refused_before_loading(
     h.io.region = png()
     h.hotkey(Job(action=action, source="region", vars={"engine": engine_var} if engine_var else {}))
     ((title, body),) = failures(h.io)
-    assert title == f"{action} failed"
+    assert title == f"{service_module.pipeline.title_of(action, h.service.templates)} failed"
     assert "needs a vision model, and 'm' has none" in body and "mmproj" in body
     assert h.engine.loads == [] and h.engine.calls == []  # no seconds spent loading first
     assert h.io.called("capture_region") == []  # refused before the overlay opened
@@ -665,7 +692,7 @@ def test_cancelled_region_is_silent(h: Harness) -> None:
     h.hotkey(Job(action="ocr", source="region"))
     assert h.io.notes == [] and h.io.writes == []
     h.hotkey(tr())  # the loop is still alive
-    assert h.io.notes[-1] == ("translate_en", "A cat sits.")
+    assert h.io.notes[-1] == ("Translate to a prompt — copied", "A cat sits.")
 
 
 @pytest.mark.parametrize(
@@ -676,7 +703,7 @@ def test_clipboard_image_problems_are_one_sentence(h: Harness, image: Any, words
     h.io.clipboard_image = image
     h.hotkey(Job(action="ocr", source="clipboard_image"))
     ((title, body),) = h.io.notes
-    assert title == "ocr failed" and words in body and "Traceback" not in body
+    assert title == "Read text failed" and words in body and "Traceback" not in body
     assert h.engine.calls == []
 
 
@@ -684,7 +711,7 @@ def test_tiny_region_is_refused(h: Harness) -> None:
     h.io.region = png(1, 1)
     h.hotkey(Job(action="ocr", source="region"))
     ((title, body),) = h.io.notes
-    assert title == "ocr failed" and "too small" in body
+    assert title == "Read text failed" and "too small" in body
 
 
 def test_text_source_for_an_image_action_is_refused(h: Harness) -> None:
@@ -826,7 +853,7 @@ def test_future_gets_a_yomitori_error(h: Harness) -> None:
     error = h.fail(tr(origin="trigger"))
     assert isinstance(error, EngineError)
     assert str(error) == "The model ran out of memory."
-    assert h.io.notes == [("translate_en failed", "The model ran out of memory.")]
+    assert h.io.notes == [("Translate to a prompt failed", "The model ran out of memory.")]
     assert h.service.last_error == "The model ran out of memory."
 
 
@@ -879,7 +906,7 @@ def test_unexpected_exception_is_caught_and_logged(
     h.engine.then(RuntimeError("boom: internal detail"))
     h.hotkey(tr())
     ((title, body),) = h.io.notes
-    assert title == "translate_en failed"
+    assert title == "Translate to a prompt failed"
     assert "Internal error (RuntimeError)" in body
     assert "log" in body
     assert "Traceback" not in body
@@ -893,7 +920,7 @@ def test_unexpected_exception_is_caught_and_logged(
     assert h.service.state == "error"
     # The loop survived: the next job succeeds and clears the error.
     h.hotkey(tr())
-    assert h.io.notes[-1] == ("translate_en", "A cat sits.")
+    assert h.io.notes[-1] == ("Translate to a prompt — copied", "A cat sits.")
     assert h.service.last_error is None
     assert h.service.state == "idle"
 
@@ -913,23 +940,23 @@ def test_failing_desktop_is_an_internal_error_not_a_dead_loop(h: Harness) -> Non
     h.io.write_clipboard = broken  # type: ignore[method-assign]
     h.hotkey(tr())
     ((title, body),) = h.io.notes
-    assert title == "translate_en failed"
+    assert title == "Translate to a prompt failed"
     assert "Internal error (OSError)" in body
     h.hotkey(tr(outputs=("notify",)))
-    assert h.io.notes[-1] == ("translate_en", "A cat sits.")
+    assert h.io.notes[-1] == ("Translate to a prompt", "A cat sits.")
 
 
 def test_worker_crash_is_reported_and_the_next_job_restarts_it(h: Harness) -> None:
     h.engine.then(WorkerCrashed(CRASH))
     h.hotkey(tr())
-    assert h.io.notes == [("translate_en failed", CRASH)]
+    assert h.io.notes == [("Translate to a prompt failed", CRASH)]
     assert h.service.last_error == CRASH
     status = h.service.status()
     assert status["state"] == "error"
     assert status["last_error"] == CRASH
     assert status["loaded"] is False
     h.hotkey(tr())
-    assert h.io.notes[-1] == ("translate_en", "A cat sits.")
+    assert h.io.notes[-1] == ("Translate to a prompt — copied", "A cat sits.")
     assert len(h.engine.loads) == 2  # loaded again after the crash
     assert h.service.last_error is None
     assert h.service.status()["state"] == "idle"
@@ -1130,7 +1157,7 @@ def test_reload_failure_keeps_the_previous_config(make: Make) -> None:
     assert status["bindings"] == 1
     # The daemon keeps working with the old config.
     h.hotkey(tr())
-    assert h.io.notes[-1] == ("translate_en", "A cat sits.")
+    assert h.io.notes[-1] == ("Translate to a prompt — copied", "A cat sits.")
 
 
 def test_reload_refuses_a_config_that_fails_validation(make: Make) -> None:
@@ -1172,7 +1199,7 @@ def test_good_reload_applies_and_clears_the_error(make: Make) -> None:
     ]
     h.engine.default_text = "x" * 40
     h.hotkey(tr())
-    assert h.io.notes[-1] == ("translate_en", "x" * 40)  # the new notify_chars is in use
+    assert h.io.notes[-1] == ("Translate to a prompt — copied", "x" * 40)  # the new notify_chars is in use
 
 
 def test_good_reload_after_a_failed_one_leaves_the_error_state(make: Make) -> None:
@@ -1276,7 +1303,7 @@ def test_listener_that_raises_does_not_break_the_loop(
     assert "busy" in h.states  # the listener after the bad one still heard everything
     assert "state listener failed" in caplog.text
     h.hotkey(tr())
-    assert h.io.notes[-1] == ("translate_en", "A cat sits.")
+    assert h.io.notes[-1] == ("Translate to a prompt — copied", "A cat sits.")
 
 
 # --- history -------------------------------------------------------------------
@@ -1398,8 +1425,175 @@ def test_a_clipboard_that_fails_loses_no_result(make: Make, tmp_path) -> None:
     result = h.run(tr(origin="trigger"))
     assert result.text == "A cat sits."
     assert (
-        "translate_en: result not delivered",
+        "Translate to a prompt: result not delivered",
         "No clipboard tool was found: install xclip.",
     ) in h.io.notes
     assert history.recent(1)[0].output == "A cat sits."
     history.close()
+
+
+def test_reload_reports_broken_templates_and_bad_choices_together(
+    make: Make, tmp_path: Path
+) -> None:
+    """Seen: reload said "Config reloaded" while template files were broken and a
+    binding had an invalid vars choice.  Every problem is named; nothing changes."""
+    good = Config(bindings=(Binding(hotkey="<ctrl>+<alt>+t", action="translate_en"),))
+    current = [good]
+    h = make(loader=lambda: current[0])
+    folder = platform.config_dir() / "prompts"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "mine.toml").write_text('kind = "text"\nuser = "$input"\nbogus = 1\n', "utf-8")
+    (folder / "other.toml").write_text("this is = = not toml\n", "utf-8")
+    choice = Binding(hotkey="<ctrl>+<alt>+v", action="translate_en", source="selection",
+                     vars={"style": "haiku", "max_tokens": "many"}, where="u.toml, line 9",
+                     var_lines={"style": "u.toml, line 12",
+                                "max_tokens": "u.toml, line 13"})  # fmt: skip
+    current[0] = Config(bindings=(choice,))
+    try:
+        message = h.service.reload()
+    finally:
+        for name in ("mine.toml", "other.toml"):
+            (folder / name).unlink()
+    assert message is not None
+    assert message.startswith("4 problems:\n")
+    lines = message.splitlines()[1:]
+    assert any(str(folder / "mine.toml") in line and "bogus" in line for line in lines)
+    assert any(str(folder / "other.toml") in line and "invalid TOML" in line for line in lines)
+    assert "u.toml, line 12: Template 'translate_en': style must be one of prose, tags, " in (
+        message
+    )
+    assert any(line.startswith("u.toml, line 13:") and "max_tokens" in line for line in lines)
+    # The last good state is kept, and said to be.
+    assert h.service.config is good
+    assert h.service.status()["state"] == "error"
+    assert h.io.notes[-1][0] == "Config not reloaded"
+    # Once fixed, reload takes it.
+    current[0] = Config(bindings=(replace(choice, vars={"style": "tags"}),))
+    assert h.service.reload() is None
+    assert h.service.config.bindings[0].vars == {"style": "tags"}
+
+
+def test_start_uses_what_loads_and_returns_the_problems(make: Make) -> None:
+    ok = Binding(hotkey="<ctrl>+<alt>+t", action="translate_en")
+    bad = Binding(hotkey="<ctrl>+<alt>+s", action="summarise", where="f, line 3")
+    h = make(bindings=(ok,))
+    service = Service(FakeDesktop(), lambda _spec: h.engine,
+                      config_loader=lambda: Config(bindings=(ok, bad)))  # fmt: skip
+    problems = service.load(strict=False)
+    assert problems == ["f, line 3: unknown action 'summarise'."]
+    assert service.config.bindings == (ok,)
+    with pytest.raises(ConfigError, match="unknown action 'summarise'"):
+        service.load()
+
+
+# --- capture first, then queue (issue: the overlay showed 13.5 s late) ----------------
+
+
+class DraggingDesktop(FakeDesktop):
+    """A region overlay the user is still dragging on until ``drag.set()``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.region = png(120, 40)
+        self.drag = threading.Event()
+        self.open = threading.Event()
+
+    def capture_region(self, repeat: bool = False) -> bytes:
+        self.open.set()
+        assert self.drag.wait(TIMEOUT), "the test never let go of the mouse"
+        return super().capture_region(repeat)
+
+
+def region_job(**kwargs: Any) -> Job:
+    return Job(action="ocr_translate", source="region", chord="<ctrl>+<alt>+j", **kwargs)
+
+
+def test_a_region_is_taken_at_once_while_another_job_runs(make: Make) -> None:
+    io = DraggingDesktop()
+    h = make(io=io)
+    h.engine.block()
+    assert h.service.submit(tr())
+    wait_for(lambda: h.engine.entered == 1, "the first job to start generating")
+    assert h.service.submit(region_job())
+    # The overlay opens now, not when the running generation is done.
+    assert io.open.wait(TIMEOUT), "the overlay waited for the running job"
+    status = h.service.status()
+    assert (status["running"], status["capturing"], status["waiting"]) == (
+        "translate_en", "ocr_translate", [])  # fmt: skip
+    io.drag.set()  # mouse up
+    wait_for(lambda: h.service.status()["waiting"] == ["ocr_translate"], "the job to wait")
+    assert h.service.status()["capturing"] is None
+    # The user is told it waits, and for what.
+    title, body = io.notes[-1]
+    assert title == "Screen text to a prompt"
+    assert body == "Queued: it starts when “Translate to a prompt” is done."
+    queued_tag = io.tags[-1]
+    h.engine.release()
+    h.settle()
+    # The result replaces the "queued" note (same tag), under the action's title.
+    assert io.notes[-1] == ("Screen text to a prompt — copied", "A cat sits.")
+    assert io.tags[-1] == queued_tag
+    assert h.service.status()["running"] is None
+
+
+def test_a_burst_of_queued_presses_is_said_once(make: Make) -> None:
+    h = make(settings=Settings(queue_size=4))
+    h.engine.block()
+    assert h.service.submit(tr())
+    wait_for(lambda: h.engine.entered == 1, "the first job to start")
+    for _ in range(3):
+        assert h.service.submit(tr())
+    wait_for(lambda: len(h.service.status()["waiting"]) == 3, "three jobs to wait")
+    assert [body for _, body in h.io.notes if body.startswith("Queued")] == [
+        "Queued: it starts when “Translate to a prompt” is done."
+    ]
+    h.engine.release()
+    h.settle()
+
+
+def test_the_model_loads_while_the_user_selects(make: Make) -> None:
+    io = DraggingDesktop()
+    h = make(io=io)
+    assert h.engine.loads == []  # not preloaded at start in this harness
+    assert h.service.submit(region_job())
+    assert io.open.wait(TIMEOUT)
+    # Hidden behind the drag: by mouse-up the model is resident.
+    wait_for(lambda: h.engine.loads != [], "the model to load while the overlay is open")
+    io.drag.set()
+    h.settle()
+    assert [spec.name for spec in h.engine.loads] == ["m"]  # once, not again after
+    assert io.notes[-1] == ("Screen text to a prompt — copied", "A cat sits.")
+
+
+def test_no_preload_jumps_the_queue(make: Make) -> None:
+    """With jobs ahead, they load what they need in order: a preload would thrash."""
+    io = DraggingDesktop()
+    h = make(io=io)
+    h.engine.block()
+    assert h.service.submit(tr(model="n"))
+    wait_for(lambda: h.engine.entered == 1, "the first job to start")
+    assert h.service.submit(region_job(model="m"))
+    assert io.open.wait(TIMEOUT)
+    io.drag.set()
+    wait_for(lambda: h.service.status()["waiting"] == ["ocr_translate"], "the job to wait")
+    h.engine.release()
+    h.settle()
+    assert [spec.name for spec in h.engine.loads] == ["n", "m"]
+
+
+def test_stop_cancels_the_running_job_and_drops_the_waiting_ones(make: Make) -> None:
+    """Seen: quit during a generation cancelled nothing and took 12 s."""
+    h = make()
+    h.engine.block()
+    first, second = tr(origin="trigger", future=Future()), tr(origin="trigger", future=Future())
+    assert h.service.submit(first) and h.service.submit(second)
+    wait_for(lambda: h.engine.entered == 1, "the first job to start")
+    assert h.service.stop() == "translate_en"
+    assert h.engine.cancels >= 1
+    assert first.future is not None and second.future is not None
+    assert isinstance(first.future.exception(timeout=TIMEOUT), Cancelled)
+    assert isinstance(second.future.exception(timeout=TIMEOUT), Cancelled)
+    assert h.engine.entered == 1  # the waiting one never ran
+    assert h.engine.unloads >= 1
+    assert not h.service.submit(tr())  # a stopping service takes nothing new
+    assert h.service.status()["queue"] == 0

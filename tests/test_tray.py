@@ -36,7 +36,7 @@ class FakeDesktop:
     def paste(self, text, chord, keep):
         self.clipboard = text
 
-    def notify(self, title: str, body: str) -> None:
+    def notify(self, title: str, body: str, tag: str | None = None) -> None:
         self.notes.append((title, body))
 
 

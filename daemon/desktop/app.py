@@ -6,6 +6,7 @@ file, hotkeys, the IPC server, the tray on the main thread when there is one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import signal
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from daemon import platform
+from daemon import pipeline, platform, starter
 from daemon.config import Config, Settings, load_config
 from daemon.desktop import ipc
 from daemon.desktop.hotkeys import Hotkeys
@@ -25,6 +26,7 @@ from daemon.sinks import notify as notify_mod
 from daemon.sinks.history import History
 from daemon.sources import clipboard
 from daemon.sources.portal import portal_screenshot, use_portal
+from daemon.tomlfile import problems_error
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +103,8 @@ class DesktopBridge:
             time.sleep(0.4)
             clipboard.write_text(saved)
 
-    def notify(self, title: str, body: str) -> None:
-        self.notifications.notify(title, body)
+    def notify(self, title: str, body: str, tag: str | None = None) -> None:
+        self.notifications.notify(title, body, tag)
 
     def read_clipboard_image(self) -> bytes | None:
         return clipboard.read_image()
@@ -151,14 +153,11 @@ class Daemon:
             self.lock.release()
 
     def _run(self) -> int:
-        startup_error = None
-        try:
-            self.service.load()
-        except YomitoriError as err:
-            # No earlier good config to keep at start: run on the shipped defaults.
-            startup_error = str(err)
-            log.warning("config not loaded, using the shipped defaults: %s", err)
-            self.service.load(load_config([platform.defaults_dir() / "hotkeys.toml"]))
+        for path in starter.write_starters():  # first run: where to change things
+            log.info("wrote the starter %s", path)
+            _say(f"yomitori: wrote a commented starter {path}")
+        # No earlier good state to keep at start: what loads is used, the rest is said.
+        startup_problems = self.service.load(strict=False)
         settings = self.service.settings
         if settings.history:
             self.service.history = History()
@@ -173,11 +172,17 @@ class Daemon:
 
             log.warning(MENU_HINT)
             self.notifications.notify("No tray menu", MENU_HINT)
-        if startup_error:
-            self.notifications.notify("Config not loaded", f"{startup_error} Using the defaults.")
+        if startup_problems:
+            self.notifications.notify(
+                "Config problems",
+                problems_error(startup_problems).args[0]
+                + " The parts with problems are left out; fix them, then yomitori reload.",
+            )
         self.server.start()
         self._bind()
-        self.service.start(preload=True)
+        self._say_hotkeys()
+        self.service.done_listeners.append(_say_done)
+        self.service.start(preload=self._model_usable())
         threading.Thread(target=self._warm_up, name="warm-up", daemon=True).start()
         for sig in stop_signals():
             signal.signal(sig, lambda *_: self.stop())
@@ -188,6 +193,33 @@ class Daemon:
             pass
         self._shutdown()
         return 0
+
+    def _model_usable(self) -> bool:
+        """Said once at start when no model can run (not on each key press), with what
+        to do; actions that need none (OCR) keep working."""
+        try:
+            self.service.current_spec()
+        except YomitoriError as err:
+            log.warning("no usable model: %s", err)
+            _say(f"yomitori: no model can run yet: {err}")
+            self.notifications.notify("No model yet", f"{err} Text actions need one; "
+                                      "OCR works without.")  # fmt: skip
+            return False
+        return True
+
+    def _say_hotkeys(self) -> None:
+        bindings = self.service.config.bindings
+        if not bindings:
+            _say("yomitori is running, with no hotkeys (yomitori trigger ACTION runs one).")
+            return
+        _say("yomitori is running. Hotkeys:")
+        width = max(len(b.hotkey) for b in bindings)
+        taken = {line.split(" ", 1)[0] for line in self.service.hotkeys_taken}
+        for b in bindings:
+            title = pipeline.title_of(b.action, self.service.templates)
+            note = "  (taken by another program)" if b.hotkey in taken else ""
+            _say(f"  {b.hotkey:<{width}}  {title}: {b.source} → {', '.join(b.output)}{note}")
+        _say(f"  {self.service.settings.cancel_hotkey:<{width}}  cancel")
 
     def _warm_up(self) -> None:
         """Load OCR models and the overlay's Tk now, not on the first hotkey."""
@@ -208,14 +240,22 @@ class Daemon:
             self.tray.stop()
 
     def _shutdown(self) -> None:
+        """Quick, and in an order that keeps status true: the running job is cancelled
+        first, the IPC server (status, a second ``run``) goes last, the lock after it."""
+        self.service.state = "stopping"
         self.hotkeys.unbind()
-        self.service.io.overlay.stop()  # type: ignore[attr-defined]
-        self.server.stop()
-        self.service.stop()
+        overlay = self.service.io.overlay  # type: ignore[attr-defined]
+        overlay.interrupt()  # a selection in progress ends, so the capture thread does
+        cancelled = self.service.stop()
+        if cancelled:
+            log.info("%s cancelled: yomitori is stopping", cancelled)
+        overlay.stop()
         self.notifications.close()
         if self.service.history is not None:
             self.service.history.close()
+        self.server.stop()
         log.info("yomitori stopped")
+        _say("yomitori stopped.")
 
     def _notifiers(self) -> list[notify_mod.Notifier]:
         handlers: list[notify_mod.Notifier] = []
@@ -294,8 +334,9 @@ class Daemon:
             self.service.free_vram()
             return {"ok": True}
         if cmd == "quit":
+            running = self.service.running
             threading.Thread(target=self.stop, daemon=True).start()
-            return {"ok": True}
+            return {"ok": True, "cancelled": running.action if running is not None else None}
         return {"ok": False, "error": f"unknown command '{cmd}'"}
 
     def _trigger(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -328,6 +369,19 @@ class Daemon:
             return {"ok": False, "error": "The action did not finish in time."}
         return {"ok": True, "text": result.text, "model": result.model,
                 "timings": result.timings}  # fmt: skip
+
+
+def _say(line: str) -> None:
+    """A line for the terminal ``yomitori run`` was started from (if any is left)."""
+    with contextlib.suppress(OSError, ValueError):  # closed or detached: the log has it
+        print(line, flush=True)
+
+
+def _say_done(done: Any) -> None:
+    """One line per finished action: what, how long, where it went; never its text."""
+    went = f", {done.went}" if done.went else ""
+    _say(f"{time.strftime('%H:%M:%S')}  {done.title} ({done.action}): {done.outcome} "
+         f"in {done.seconds:.1f} s{went}")  # fmt: skip
 
 
 def stop_signals() -> list[signal.Signals]:

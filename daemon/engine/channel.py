@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import queue
 import threading
+from collections.abc import Callable
 from typing import Any, BinaryIO
+
+log = logging.getLogger(__name__)
 
 EOF_EVENT: dict[str, Any] = {"ev": "eof"}
 
@@ -30,12 +34,15 @@ class Channel:
             self._writer.write(data)
             self._writer.flush()
 
-    def start_reader(self, name: str) -> threading.Thread:
-        thread = threading.Thread(target=self._read_loop, name=name, daemon=True)
+    def start_reader(self, name: str, on_eof: Callable[[], None] | None = None) -> threading.Thread:
+        """Read messages into ``inbox`` on a thread; ``on_eof`` runs there once the
+        other end has closed (a child process that exited: reap it)."""
+        thread = threading.Thread(target=self._read_loop, args=(on_eof,), name=name,
+                                  daemon=True)  # fmt: skip
         thread.start()
         return thread
 
-    def _read_loop(self) -> None:
+    def _read_loop(self, on_eof: Callable[[], None] | None = None) -> None:
         try:
             for line in self._reader:
                 if not line.strip():
@@ -48,6 +55,11 @@ class Channel:
                     self.inbox.put(message)
         except (OSError, ValueError):
             pass
+        if on_eof is not None:
+            try:
+                on_eof()
+            except Exception:  # the reader's end must still be said
+                log.debug("end-of-file handler failed", exc_info=True)
         self.inbox.put(EOF_EVENT)
 
     def close(self) -> None:

@@ -52,12 +52,18 @@ class Child:
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.channel = Channel(self.proc.stdout, self.proc.stdin)
-        self.channel.start_reader(f"worker-{self.proc.pid}-reader")
+        # Its pipe closes when it exits: reaped then, so no zombie waits for the next
+        # request to notice (a crashed helper nobody uses would stay one).
+        self.channel.start_reader(f"worker-{self.proc.pid}-reader", on_eof=self._reap)
         weakref.finalize(self, _kill_if_running, self.proc)
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def _reap(self) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
 
     @property
     def alive(self) -> bool:

@@ -28,7 +28,30 @@ class Notifier(Protocol):
 
     def is_available(self) -> bool: ...
 
-    def notify(self, title: str, body: str) -> None: ...
+    def notify(self, title: str, body: str, tag: str | None = None) -> None:
+        """Show it; one with the ``tag`` of an earlier one replaces that one where this
+        notifier can (D-Bus, notify-send 0.8+), else it is shown as another."""
+
+
+class _Replaces:
+    """The server's id of the last notification sent with each tag (a few dozen kept)."""
+
+    def __init__(self) -> None:
+        self._ids: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def get(self, tag: str | None) -> int:
+        with self._lock:
+            return self._ids.get(tag, 0) if tag else 0
+
+    def put(self, tag: str | None, ident: int) -> None:
+        if not tag or not ident:
+            return
+        with self._lock:
+            self._ids.pop(tag, None)
+            self._ids[tag] = ident
+            while len(self._ids) > 64:
+                self._ids.pop(next(iter(self._ids)))
 
 
 class DBusNotifier:
@@ -36,6 +59,9 @@ class DBusNotifier:
 
     name = "dbus"
     install_hint = "a notification daemon on the session D-Bus (any desktop has one; else dunst)"
+
+    def __init__(self) -> None:
+        self._replaces = _Replaces()
 
     def is_available(self) -> bool:
         if not os.environ.get("DBUS_SESSION_BUS_ADDRESS") and sys.platform != "linux":
@@ -63,17 +89,21 @@ class DBusNotifier:
             log.debug("D-Bus notifications unavailable: %s", err)
             return False
 
-    def notify(self, title: str, body: str) -> None:
+    def notify(self, title: str, body: str, tag: str | None = None) -> None:
         from jeepney import DBusAddress, new_method_call
         from jeepney.io.blocking import open_dbus_connection
 
         target = DBusAddress("/org/freedesktop/Notifications",
                              bus_name="org.freedesktop.Notifications",
                              interface="org.freedesktop.Notifications")  # fmt: skip
+        # replaces_id: the server swaps the earlier notification of this tag in place.
         message = new_method_call(target, "Notify", "susssasa{sv}i",
-                                  (APP, 0, "", title, body, [], {}, -1))  # fmt: skip
+                                  (APP, self._replaces.get(tag), "", title, body, [], {},
+                                   -1))  # fmt: skip
         with open_dbus_connection(bus="SESSION") as conn:
-            conn.send_and_get_reply(message, timeout=3)
+            reply = conn.send_and_get_reply(message, timeout=3)
+        if reply.body and isinstance(reply.body[0], int):
+            self._replaces.put(tag, reply.body[0])
 
 
 class NotifySendNotifier:
@@ -86,9 +116,31 @@ class NotifySendNotifier:
             os.environ.get("DBUS_SESSION_BUS_ADDRESS") or os.environ.get("DISPLAY")
         )
 
-    def notify(self, title: str, body: str) -> None:
-        subprocess.run(["notify-send", "-a", APP, title, body], check=True, timeout=5,
-                       capture_output=True)  # fmt: skip
+    def __init__(self) -> None:
+        self._replaces = _Replaces()
+        self._can_replace: bool | None = None
+
+    def notify(self, title: str, body: str, tag: str | None = None) -> None:
+        command = ["notify-send", "-a", APP]
+        if tag and self._replacing():
+            command += ["--print-id"]
+            if self._replaces.get(tag):
+                command += ["--replace-id", str(self._replaces.get(tag))]
+        done = subprocess.run([*command, "--", title, body], check=True, timeout=5,
+                              capture_output=True, text=True)  # fmt: skip
+        if "--print-id" in command and done.stdout.strip().isdigit():
+            self._replaces.put(tag, int(done.stdout.strip()))
+
+    def _replacing(self) -> bool:
+        """notify-send 0.8 and later can print and replace ids; older ones cannot."""
+        if self._can_replace is None:
+            try:
+                text = subprocess.run(["notify-send", "--help"], capture_output=True,
+                                      text=True, timeout=5).stdout  # fmt: skip
+            except (OSError, subprocess.SubprocessError):
+                text = ""
+            self._can_replace = "--replace-id" in text
+        return self._can_replace
 
 
 class OsascriptNotifier:
@@ -98,7 +150,7 @@ class OsascriptNotifier:
     def is_available(self) -> bool:
         return sys.platform == "darwin" and shutil.which("osascript") is not None
 
-    def notify(self, title: str, body: str) -> None:
+    def notify(self, title: str, body: str, tag: str | None = None) -> None:
         # Title and body travel as arguments, never spliced into the script.
         script = (
             "on run argv\n"
@@ -123,7 +175,7 @@ class CallableNotifier:
     def is_available(self) -> bool:
         return self._available()
 
-    def notify(self, title: str, body: str) -> None:
+    def notify(self, title: str, body: str, tag: str | None = None) -> None:
         self._send(title, body)
 
 
@@ -158,13 +210,13 @@ class NotificationQueue:
 
     def __init__(self, notifier: Notifier | None) -> None:
         self.notifier = notifier
-        self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue(maxsize=32)
+        self._queue: queue.Queue[tuple[str, str, str | None] | None] = queue.Queue(maxsize=32)
         self._thread = threading.Thread(target=self._loop, name="notify", daemon=True)
         self._thread.start()
 
-    def notify(self, title: str, body: str) -> None:
+    def notify(self, title: str, body: str, tag: str | None = None) -> None:
         try:
-            self._queue.put_nowait((title, body))
+            self._queue.put_nowait((title, body, tag))
         except queue.Full:
             log.info("notification dropped: too many at once")
 
