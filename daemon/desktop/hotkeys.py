@@ -2,9 +2,10 @@
 focused program.
 
 Each system has its own way: X11 grabs the key (:mod:`daemon.desktop.grab_x11`),
-and Windows registers it (:mod:`daemon.desktop.grab_win32`); elsewhere pynput only
-listens.  Callbacks run on the backend's own thread and only hand the press on: the
-daemon enqueues a job and returns at once, so a slow action can never leave a key stuck.
+Windows registers it (:mod:`daemon.desktop.grab_win32`), and on macOS an event tap
+swallows it (:mod:`daemon.desktop.grab_mac`); elsewhere pynput only listens.
+Callbacks run on the backend's own thread and only hand the press on: the daemon
+enqueues a job and returns at once, so a slow action can never leave a key stuck.
 On Wayland global hotkeys are not possible for an ordinary program: bind
 ``yomitori trigger ACTION`` in the desktop's own shortcut settings instead.  On macOS
 the app that starts yomitori needs the Accessibility and Input Monitoring permissions;
@@ -55,13 +56,17 @@ def grabbing_backend() -> Callable[[], Any] | None:
         from daemon.desktop.grab_win32 import Win32Hotkeys
 
         return Win32Hotkeys
+    if sys.platform == "darwin":
+        from daemon.desktop.grab_mac import MacHotkeys
+
+        return MacHotkeys
     return None
 
 
 class Hotkeys:
     """A set of chords, replaced as a whole on reload.
 
-    Where the system allows it (X11, Windows) the chords are taken for yomitori
+    Where the system allows it (X11, Windows, macOS) the chords are taken for yomitori
     alone, so they never reach the focused program; elsewhere pynput listens for them.
     """
 
@@ -100,7 +105,11 @@ class Hotkeys:
     def _grab(self, chords: Mapping[str, Callable[[], None]],
               backend: Callable[[], Any]) -> list[Any]:  # fmt: skip
         if self._grabber is None:
-            self._grabber = backend()
+            grabber = backend()
+            if not getattr(grabber, "trusted", True):  # macOS refused the keyboard
+                grabber.close()
+                raise HotkeysUnavailable(MAC_PERMISSION)
+            self._grabber = grabber
         guarded = {chord: _guard(chord, cb) for chord, cb in chords.items()}
         self.taken = self._grabber.bind(guarded)
         refused = {t.chord for t in self.taken}
