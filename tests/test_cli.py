@@ -381,7 +381,8 @@ def test_status_prints_words():
         "engines": [{"backend": "ollama", "model": "llava", "loaded": True,
                      "url": "http://127.0.0.1:11434", "on_gpu": "partly",
                      "vram_bytes": 2 * 2**30, "size_bytes": 4 * 2**30}],
-        "remote": [], "hotkeys_taken": ["<ctrl>+<alt>+t (translate_en): another program holds it"],
+        "remote": [],
+        "hotkeys_taken": ["<alt>+<shift>+<cmd>+t (translate_en): another program holds it"],
         "last_error": None, "uptime_s": 3725.0,
     })  # fmt: skip
     text = "\n".join(lines)
@@ -391,6 +392,7 @@ def test_status_prints_words():
         "engine: ollama, llava, loaded, http://127.0.0.1:11434, on GPU: partly (2.0 of 4.0 GiB)"
         in lines
     )
-    assert "hotkey not available: <ctrl>+<alt>+t (translate_en): another program holds it" in lines
+    taken = "<alt>+<shift>+<cmd>+t (translate_en): another program holds it"
+    assert f"hotkey not available: {taken}" in lines
     assert "uptime: 1 h 2 min" in lines
     assert status_lines({"engines": []}) == ["engine: none yet"]

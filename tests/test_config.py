@@ -157,7 +157,7 @@ def test_user_bindings_replace_shipped_as_a_whole(tmp_path):
         tmp_path / "user.toml",
         """
         [[binding]]
-        hotkey = "<ctrl>+<alt>+j"
+        hotkey = "<alt>+<shift>+<cmd>+j"
         action = "translate_en"
         source = "selection"
         output = ["paste"]
@@ -166,7 +166,7 @@ def test_user_bindings_replace_shipped_as_a_whole(tmp_path):
     config = load_config([SHIPPED, user])
     assert config.bindings == (
         Binding(
-            hotkey="<ctrl>+<alt>+j",
+            hotkey="<alt>+<shift>+<cmd>+j",
             action="translate_en",
             source="selection",
             output=("paste",),
@@ -178,10 +178,12 @@ def test_user_bindings_replace_shipped_as_a_whole(tmp_path):
 def test_user_may_reuse_a_shipped_chord_for_another_action(tmp_path):
     # The shipped bindings are gone, so this is no duplicate.
     user = write(
-        tmp_path / "user.toml", '[[binding]]\nhotkey = "<ctrl>+<alt>+t"\naction = "variations"\n'
+        tmp_path / "user.toml",
+        '[[binding]]\nhotkey = "<alt>+<shift>+<cmd>+t"\naction = "variations"\n',
     )
     config = load_config([SHIPPED, user])
-    assert [(b.hotkey, b.action) for b in config.bindings] == [("<ctrl>+<alt>+t", "variations")]
+    chord = "<alt>+<shift>+<cmd>+t"
+    assert [(b.hotkey, b.action) for b in config.bindings] == [(chord, "variations")]
 
 
 def test_empty_binding_list_removes_all_hotkeys(tmp_path):
@@ -497,13 +499,13 @@ def test_binding_vars_as_sub_table_keep_header_line(tmp_path):
         FIRST
         + """\
 [[binding]]
-hotkey = "<ctrl>+<alt>+v"
+hotkey = "<alt>+<shift>+<cmd>+v"
 action = "variations"
 [binding.vars]
 count = "8"
 
 [[binding]]
-hotkey = "<ctrl>+<alt>+c"
+hotkey = "<alt>+<shift>+<cmd>+c"
 action = "caption"
 """,
     )
@@ -628,7 +630,7 @@ def test_duplicate_chord_names_both_places(tmp_path, first, second):
         action = "a"
 
         [[binding]]
-        hotkey = "<ctrl>+<alt>+z"
+        hotkey = "<alt>+<shift>+<cmd>+z"
         action = "b"
 
         [[binding]]
@@ -658,24 +660,24 @@ def test_binding_not_a_table_named(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "chord", ["<ctrl>+<alt>+<esc>", "<ctrl_r>+<alt_l>+<ESC>", "<alt>+<ctrl>+<esc>"]
+    "chord", ["<alt>+<shift>+<cmd>+x", "<cmd_r>+<shift_l>+<alt_r>+X", "<shift>+<cmd>+<alt>+x"]
 )
 def test_binding_on_the_cancel_hotkey_refused(tmp_path, chord):
     user, message = binding_error(tmp_path, f'hotkey = "{chord}"\naction = "a"\n')
     assert message == (
-        f"{user}, line {BAD_LINE}: <ctrl>+<alt>+<esc> is the cancel hotkey "
+        f"{user}, line {BAD_LINE}: <alt>+<shift>+<cmd>+x is the cancel hotkey "
         f"(set at {SHIPPED}, line {line_of(SHIPPED, 'cancel_hotkey')})."
     )
 
 
 def test_changed_cancel_hotkey_clashes_with_shipped_binding(tmp_path):
-    user = write(tmp_path / "user.toml", '[settings]\ncancel_hotkey = "<alt>+<ctrl>+T"\n')
+    user = write(tmp_path / "user.toml", '[settings]\ncancel_hotkey = "<cmd>+<alt>+<shift>+T"\n')
     translate = by_action(load_config([SHIPPED]))["translate_en"]
     message = config_error([SHIPPED, user])
     # Both places are named: the binding, and the user's own cancel_hotkey line.
     assert (
         message
-        == f"{translate.where}: <ctrl>+<alt>+t is the cancel hotkey (set at {user}, line 2)."
+        == f"{translate.where}: <alt>+<shift>+<cmd>+t is the cancel hotkey (set at {user}, line 2)."
     )
 
 
@@ -687,13 +689,13 @@ def test_changed_cancel_hotkey_frees_the_old_chord(tmp_path):
         cancel_hotkey = "<pause>"
 
         [[binding]]
-        hotkey = "<ctrl>+<alt>+<esc>"
+        hotkey = "<alt>+<shift>+<cmd>+x"
         action = "a"
         """,
     )
     config = load_config([SHIPPED, user])
     assert config.settings.cancel_hotkey == "<pause>"
-    assert [b.hotkey for b in config.bindings] == ["<ctrl>+<alt>+<esc>"]
+    assert [b.hotkey for b in config.bindings] == ["<alt>+<shift>+<cmd>+x"]
 
 
 def test_broken_bindings_in_an_earlier_file_are_an_error(tmp_path):
@@ -715,11 +717,11 @@ def test_check_actions_accepts_known_actions_and_vars(tmp_path):
         tmp_path / "user.toml",
         """
         [[binding]]
-        hotkey = "<ctrl>+<alt>+t"
+        hotkey = "<alt>+<shift>+<cmd>+t"
         action = "translate_en"
 
         [[binding]]
-        hotkey = "<ctrl>+<alt>+v"
+        hotkey = "<alt>+<shift>+<cmd>+v"
         action = "variations"
         vars = { count = "4", style = "tags" }
         """,
