@@ -1,7 +1,7 @@
 """Hotkey chords in pynput's syntax, checked without importing pynput.
 
 The core validates ``hotkeys.toml`` headless (pynput needs a display to
-import on Linux), so the syntax lives here: ``<ctrl>+<alt>+t``, ``<f9>``,
+import on Linux), so the syntax lives here: ``<alt>+<shift>+<cmd>+t``, ``<f9>``,
 ``<shift>+<cmd>+<72>`` (a virtual-key code).
 """
 
@@ -54,7 +54,7 @@ def parse_chord(text: str) -> frozenset[str]:
         else:
             raise ChordError(
                 f"'{token}' in '{text}' is not a key: write one character, or a name in <>, "
-                "e.g. <ctrl>+<alt>+t"
+                "e.g. <alt>+<shift>+<cmd>+t"
             )
         if key in keys:
             raise ChordError(f"'{text}' names a key twice")
@@ -76,7 +76,7 @@ def modifiers_of(chord: frozenset[str]) -> frozenset[str]:
 
 
 def format_chord(chord: frozenset[str]) -> str:
-    """pynput syntax in a stable order, e.g. ``<ctrl>+<alt>+t``."""
+    """pynput syntax in a stable order, e.g. ``<alt>+<shift>+<cmd>+t``."""
     order = ["ctrl", "alt", "alt_gr", "shift", "cmd"]
     mods = [f"<{m}>" for m in order if m in chord]
     rest = [k for k in chord if k not in order]

@@ -31,7 +31,7 @@ _DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(s|m|h|min)?\s*$")
 @dataclass(frozen=True)
 class Settings:
     keep_alive_s: float = 30 * 60  # -1: never unload; 0: unload after each action
-    cancel_hotkey: str = "<ctrl>+<alt>+<esc>"
+    cancel_hotkey: str = "<alt>+<shift>+<cmd>+x"
     history: bool = True
     notify_chars: int = 160
     queue_size: int = 4

@@ -460,7 +460,9 @@ class Service:
             finally:
                 self.running = None
                 self._last_used = time.monotonic()
-                if self.settings.keep_alive_s == 0 and self._queue.empty():
+                # keep_alive 0: unload after the last job, not between it and one whose
+                # input is still being taken.
+                if self.settings.keep_alive_s == 0 and self._queue.empty() and not self._pending:
                     self.engines.unload(idle=True)
                     self._release_ocr()
                 self._set_state("error" if self.last_error else "idle")

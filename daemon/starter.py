@@ -22,7 +22,7 @@ HOTKEYS = """\
 
 [settings]
 # keep_alive = "30m"            # unload the model when unused this long (0: at once, -1: never)
-# cancel_hotkey = "<ctrl>+<alt>+<esc>"
+# cancel_hotkey = "<alt>+<shift>+<cmd>+x"
 # notify_chars = 160            # how much of a result a notification shows
 # ocr_engine = "rapidocr"       # rapidocr | tesseract | vlm
 # region_capture = "auto"       # auto | overlay | portal (Wayland)
@@ -32,7 +32,7 @@ HOTKEYS = """\
 # the same action and source.
 #
 # [[binding]]
-# hotkey = "<ctrl>+<alt>+t"     # pynput syntax: <ctrl>, <alt>, <shift>, <cmd>, a key
+# hotkey = "<alt>+<shift>+<cmd>+t"  # pynput syntax: <ctrl> <alt> <shift> <cmd> and a key
 # action = "translate_en"       # `yomitori templates` lists the actions
 # source = "selection"          # clipboard | selection | region | last_region |
 #                               # clipboard_image
@@ -42,7 +42,7 @@ HOTKEYS = """\
 #
 # Switch a shipped binding off:
 # [[binding]]
-# hotkey = "<ctrl>+<alt>+i"
+# hotkey = "<alt>+<shift>+<cmd>+i"
 # enabled = false
 """
 

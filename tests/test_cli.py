@@ -381,7 +381,8 @@ def test_status_prints_words():
         "engines": [{"backend": "ollama", "model": "llava", "loaded": True,
                      "url": "http://127.0.0.1:11434", "on_gpu": "partly",
                      "vram_bytes": 2 * 2**30, "size_bytes": 4 * 2**30}],
-        "remote": [], "hotkeys_taken": ["<ctrl>+<alt>+t (translate_en): another program holds it"],
+        "remote": [],
+        "hotkeys_taken": ["<alt>+<shift>+<cmd>+t (translate_en): another program holds it"],
         "last_error": None, "uptime_s": 3725.0,
     })  # fmt: skip
     text = "\n".join(lines)
@@ -391,7 +392,8 @@ def test_status_prints_words():
         "engine: ollama, llava, loaded, http://127.0.0.1:11434, on GPU: partly (2.0 of 4.0 GiB)"
         in lines
     )
-    assert "hotkey not available: <ctrl>+<alt>+t (translate_en): another program holds it" in lines
+    taken = "<alt>+<shift>+<cmd>+t (translate_en): another program holds it"
+    assert f"hotkey not available: {taken}" in lines
     assert "uptime: 1 h 2 min" in lines
     assert status_lines({"engines": []}) == ["engine: none yet"]
 
@@ -399,7 +401,7 @@ def test_status_prints_words():
 def test_bindings_shows_the_effective_set_and_where_each_comes_from(config_dir: Path) -> None:
     (config_dir / "hotkeys.toml").write_text(
         '[[binding]]\nhotkey = "<f8>"\naction = "translate_en"\noutput = ["paste"]\n\n'
-        '[[binding]]\nhotkey = "<ctrl>+<alt>+c"\nenabled = false\n',
+        '[[binding]]\nhotkey = "<alt>+<shift>+<cmd>+c"\nenabled = false\n',
         encoding="utf-8",
     )
     done = run_cli("bindings", "--json")
@@ -410,15 +412,17 @@ def test_bindings_shows_the_effective_set_and_where_each_comes_from(config_dir: 
     assert mine["from"] == f"{config_dir / 'hotkeys.toml'}, line 1"
     assert mine["output"] == ["paste"]
     (replaced,) = mine["replaces"]
-    assert replaced.startswith("<ctrl>+<alt>+t translate_en")
-    assert "<ctrl>+<alt>+t" not in rows and "<ctrl>+<alt>+c" not in rows  # replaced, off
-    assert rows["<ctrl>+<alt>+v"]["from"] == "shipped"
+    assert replaced.startswith("<alt>+<shift>+<cmd>+t translate_en")
+    assert (
+        "<alt>+<shift>+<cmd>+t" not in rows and "<alt>+<shift>+<cmd>+c" not in rows
+    )  # replaced, off
+    assert rows["<alt>+<shift>+<cmd>+r"]["from"] == "shipped"
     assert report["problems"] == []
     text = run_cli("bindings")
     assert text.returncode == 0
     line = next(line for line in text.stdout.splitlines() if line.startswith("<f8>"))
     assert "translate_en" in line and "clipboard → paste" in line and "line 1" in line
-    assert "(replaces <ctrl>+<alt>+t translate_en (shipped, line" in text.stdout
+    assert "(replaces <alt>+<shift>+<cmd>+t translate_en (shipped, line" in text.stdout
 
 
 def test_bindings_lists_every_problem_and_exits_non_zero(config_dir: Path) -> None:
@@ -435,4 +439,4 @@ def test_bindings_lists_every_problem_and_exits_non_zero(config_dir: Path) -> No
     )
     assert f"{config_dir / 'hotkeys.toml'}, line 6: unknown action 'nope'." in done.stderr
     # What can work is still shown.
-    assert "<ctrl>+<alt>+v" in done.stdout and "<f8>" not in done.stdout
+    assert "<alt>+<shift>+<cmd>+r" in done.stdout and "<f8>" not in done.stdout

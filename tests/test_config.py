@@ -158,7 +158,7 @@ def test_user_binding_replaces_the_shipped_one_with_its_hotkey(tmp_path):
         tmp_path / "user.toml",
         """
         [[binding]]
-        hotkey = "<ctrl>+<alt>+j"
+        hotkey = "<alt>+<shift>+<cmd>+j"
         action = "translate_en"
         source = "selection"
         output = ["paste"]
@@ -166,14 +166,14 @@ def test_user_binding_replaces_the_shipped_one_with_its_hotkey(tmp_path):
     )
     shipped = load_config([SHIPPED]).bindings
     config = load_config([SHIPPED, user])
-    mine = Binding(hotkey="<ctrl>+<alt>+j", action="translate_en", source="selection",
+    mine = Binding(hotkey="<alt>+<shift>+<cmd>+j", action="translate_en", source="selection",
                    output=("paste",), where=f"{user}, line 1")  # fmt: skip
     # The shipped binding on that hotkey (ocr_translate) is replaced; the others stay.
-    assert config.bindings == (*(b for b in shipped if b.hotkey != "<ctrl>+<alt>+j"), mine)
+    assert config.bindings == (*(b for b in shipped if b.hotkey != "<alt>+<shift>+<cmd>+j"), mine)
     assert config.bindings[-1].origin == "user"
     assert all(b.origin == "shipped" for b in config.bindings[:-1])
     (replaced,) = config.bindings[-1].replaces
-    assert replaced.startswith("<ctrl>+<alt>+j ocr_translate (") and str(SHIPPED) in replaced
+    assert replaced.startswith("<alt>+<shift>+<cmd>+j ocr_translate (") and str(SHIPPED) in replaced
 
 
 def test_user_binding_replaces_the_shipped_one_with_its_action_and_source(tmp_path):
@@ -194,11 +194,12 @@ def test_user_binding_replaces_the_shipped_one_with_its_action_and_source(tmp_pa
 
 def test_user_may_reuse_a_shipped_chord_for_another_action(tmp_path):
     user = write(
-        tmp_path / "user.toml", '[[binding]]\nhotkey = "<ctrl>+<alt>+t"\naction = "variations"\n'
+        tmp_path / "user.toml",
+        '[[binding]]\nhotkey = "<alt>+<shift>+<cmd>+t"\naction = "variations"\n',
     )
     config = load_config([SHIPPED, user])
     pairs = [(b.hotkey, b.action) for b in config.bindings]
-    assert ("<ctrl>+<alt>+t", "variations") in pairs
+    assert ("<alt>+<shift>+<cmd>+t", "variations") in pairs
     # It took the chord from translate_en and the action's place from the shipped
     # variations binding: neither of those is left.
     assert "translate_en" not in [b.action for b in config.bindings]
@@ -207,9 +208,11 @@ def test_user_may_reuse_a_shipped_chord_for_another_action(tmp_path):
 
 def test_a_binding_is_switched_off_by_hotkey_or_by_action(tmp_path):
     shipped = load_config([SHIPPED]).bindings
-    by_key = write(tmp_path / "a.toml", '[[binding]]\nhotkey = "<ctrl>+<alt>+t"\nenabled = false\n')
+    by_key = write(
+        tmp_path / "a.toml", '[[binding]]\nhotkey = "<alt>+<shift>+<cmd>+t"\nenabled = false\n'
+    )
     assert [b for b in load_config([SHIPPED, by_key]).bindings] == [
-        b for b in shipped if b.hotkey != "<ctrl>+<alt>+t"
+        b for b in shipped if b.hotkey != "<alt>+<shift>+<cmd>+t"
     ]
     by_action_ = write(tmp_path / "b.toml", '[[binding]]\naction = "caption"\nenabled = false\n'
                        'source = "clipboard_image"\n')  # fmt: skip
@@ -550,13 +553,13 @@ def test_binding_vars_as_sub_table_keep_header_line(tmp_path):
         FIRST
         + """\
 [[binding]]
-hotkey = "<ctrl>+<alt>+v"
+hotkey = "<alt>+<shift>+<cmd>+v"
 action = "variations"
 [binding.vars]
 count = "8"
 
 [[binding]]
-hotkey = "<ctrl>+<alt>+c"
+hotkey = "<alt>+<shift>+<cmd>+c"
 action = "caption"
 """,
     )
@@ -682,7 +685,7 @@ def test_duplicate_chord_names_both_places(tmp_path, first, second):
         action = "a"
 
         [[binding]]
-        hotkey = "<ctrl>+<alt>+z"
+        hotkey = "<alt>+<shift>+<cmd>+z"
         action = "b"
 
         [[binding]]
@@ -712,22 +715,22 @@ def test_binding_not_a_table_named(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "chord", ["<ctrl>+<alt>+<esc>", "<ctrl_r>+<alt_l>+<ESC>", "<alt>+<ctrl>+<esc>"]
+    "chord", ["<alt>+<shift>+<cmd>+x", "<cmd_r>+<shift_l>+<alt_r>+X", "<shift>+<cmd>+<alt>+x"]
 )
 def test_binding_on_the_cancel_hotkey_refused(tmp_path, chord):
     user, message = binding_error(tmp_path, f'hotkey = "{chord}"\naction = "a"\n')
     assert message == (
-        f"{user}, line {BAD_LINE}: <ctrl>+<alt>+<esc> is the cancel hotkey "
+        f"{user}, line {BAD_LINE}: <alt>+<shift>+<cmd>+x is the cancel hotkey "
         f"(set at {SHIPPED}, line {line_of(SHIPPED, 'cancel_hotkey')})."
     )
 
 
 def test_changed_cancel_hotkey_takes_the_chord_of_a_shipped_binding(tmp_path):
-    user = write(tmp_path / "user.toml", '[settings]\ncancel_hotkey = "<alt>+<ctrl>+T"\n')
+    user = write(tmp_path / "user.toml", '[settings]\ncancel_hotkey = "<cmd>+<alt>+<shift>+T"\n')
     config = load_config([SHIPPED, user])
     # The user's own setting wins: the shipped binding on that chord is left out.
-    assert config.settings.cancel_hotkey == "<ctrl>+<alt>+t"
-    assert "<ctrl>+<alt>+t" not in [b.hotkey for b in config.bindings]
+    assert config.settings.cancel_hotkey == "<alt>+<shift>+<cmd>+t"
+    assert "<alt>+<shift>+<cmd>+t" not in [b.hotkey for b in config.bindings]
     assert len(config.bindings) == len(load_config([SHIPPED]).bindings) - 1
 
 
@@ -747,13 +750,13 @@ def test_changed_cancel_hotkey_frees_the_old_chord(tmp_path):
         cancel_hotkey = "<pause>"
 
         [[binding]]
-        hotkey = "<ctrl>+<alt>+<esc>"
+        hotkey = "<alt>+<shift>+<cmd>+x"
         action = "a"
         """,
     )
     config = load_config([SHIPPED, user])
     assert config.settings.cancel_hotkey == "<pause>"
-    assert [b.hotkey for b in config.bindings][-1] == "<ctrl>+<alt>+<esc>"
+    assert [b.hotkey for b in config.bindings][-1] == "<alt>+<shift>+<cmd>+x"
 
 
 def test_broken_bindings_in_an_earlier_file_are_an_error(tmp_path):
@@ -775,11 +778,11 @@ def test_check_actions_accepts_known_actions_and_vars(tmp_path):
         tmp_path / "user.toml",
         """
         [[binding]]
-        hotkey = "<ctrl>+<alt>+t"
+        hotkey = "<alt>+<shift>+<cmd>+t"
         action = "translate_en"
 
         [[binding]]
-        hotkey = "<ctrl>+<alt>+v"
+        hotkey = "<alt>+<shift>+<cmd>+v"
         action = "variations"
         vars = { count = "4", style = "tags" }
         """,

@@ -38,32 +38,32 @@ keep_alive = "{keep_alive}"
 queue_size = 3
 
 [[binding]]
-hotkey = "<ctrl>+<alt>+t"
+hotkey = "<alt>+<shift>+<cmd>+t"
 action = "translate_en"
 output = ["clipboard", "notify"]
 vars = {{ max_tokens = "10", temperature = "0" }}
 
 [[binding]]
-hotkey = "<ctrl>+<alt>+p"
+hotkey = "<alt>+<shift>+<cmd>+p"
 action = "translate_en"
 output = ["paste"]
 vars = {{ max_tokens = "8", temperature = "0" }}
 
 [[binding]]
-hotkey = "<ctrl>+<alt>+s"
+hotkey = "<alt>+<shift>+<cmd>+s"
 action = "translate_en"
 source = "selection"
 output = ["clipboard"]
 vars = {{ max_tokens = "6", temperature = "0" }}
 
 [[binding]]
-hotkey = "<ctrl>+<alt>+o"
+hotkey = "<alt>+<shift>+<cmd>+o"
 action = "ocr"
 source = "region"
 output = ["clipboard"]
 
 [[binding]]
-hotkey = "<ctrl>+<alt>+l"
+hotkey = "<alt>+<shift>+<cmd>+l"
 action = "variations"
 output = ["clipboard", "notify"]
 vars = {{ max_tokens = "1500", count = "50" }}
@@ -151,7 +151,7 @@ def daemon(desk):
 
 def test_hotkey_puts_the_result_on_the_clipboard_and_notifies(desk, daemon):
     desk.set_clipboard("夕焼けの海辺の少女")
-    desk.key("ctrl+alt+t")
+    desk.key("super+alt+shift+t")
     changed = wait_for(lambda: desk.clipboard() not in ("", "夕焼けの海辺の少女"), 60)
     assert changed, daemon.log()
     history = wait_for(daemon.history, 10)
@@ -159,7 +159,10 @@ def test_hotkey_puts_the_result_on_the_clipboard_and_notifies(desk, daemon):
     assert history[0]["input_excerpt"] == "夕焼けの海辺の少女"
     assert desk.clipboard() == history[0]["output"]
     notes = wait_for(
-        lambda: [n for n in desk.notifications() if n["summary"] == "Translate to a prompt — copied"], 10
+        lambda: [
+            n for n in desk.notifications() if n["summary"] == "Translate to a prompt — copied"
+        ],
+        10,
     )
     assert notes and notes[0]["body"].strip()
 
@@ -198,7 +201,7 @@ def test_paste_mode_types_into_the_focused_window_and_restores_the_clipboard(
         )
         desk.run("xdotool", "mousemove", "300", "100", "click", "1")
         desk.set_clipboard("the user's own clipboard")
-        desk.key("ctrl+alt+p")
+        desk.key("super+alt+shift+p")
         pasted = wait_for(lambda: out.read_text(encoding="utf-8").strip(), 60)
         assert pasted, daemon.log()
         history = wait_for(daemon.history, 10)
@@ -230,7 +233,7 @@ def test_selection_source_copies_the_selected_text(desk, daemon, tmp_path):
         desk.run("xdotool", "search", "--sync", "--name", "yomitori-selection-source",
                  "windowactivate", "--sync", "windowfocus", "--sync")  # fmt: skip
         desk.set_clipboard("unrelated clipboard text")
-        desk.key("ctrl+alt+s")
+        desk.key("super+alt+shift+s")
         history = wait_for(lambda: [h for h in daemon.history() if h["source"] == "selection"], 60)
         assert history, daemon.log()
         assert history[0]["input_excerpt"] == "森の中の小さな家"
@@ -298,7 +301,7 @@ def test_malformed_and_oversized_requests_are_refused(daemon):
 def test_a_hundred_presses_in_a_second(desk, daemon):
     desk.set_clipboard("a cat")
     started = time.monotonic()
-    desk.key("ctrl+alt+t", repeat=100, delay_ms=5)
+    desk.key("super+alt+shift+t", repeat=100, delay_ms=5)
     assert time.monotonic() - started < 10
     peak = max(daemon.status()["queue"] for _ in range(5))
     assert peak <= 3
@@ -319,7 +322,7 @@ def worker_pid(status: dict) -> int | None:
 def test_worker_killed_mid_action_notifies_and_recovers(desk, daemon):
     desk.clear_notifications()
     desk.set_clipboard("a very long story about the sea")
-    desk.key("ctrl+alt+l")
+    desk.key("super+alt+shift+l")
     assert wait_for(lambda: daemon.status().get("state") == "busy", 30)
     pid = worker_pid(daemon.status())
     time.sleep(0.5)
@@ -351,7 +354,7 @@ def test_broken_hotkeys_on_reload_keeps_the_bindings(desk, daemon):
     )
     assert notes and f"line {bad_line}" in notes[0]["body"]
     desk.set_clipboard("山の上の城")
-    desk.key("ctrl+alt+t")
+    desk.key("super+alt+shift+t")
     assert wait_for(lambda: desk.clipboard() not in ("", "山の上の城"), 60), daemon.log()
 
 
@@ -405,7 +408,7 @@ def test_region_hotkey_reads_the_text_under_the_dragged_box(desk, daemon, tmp_pa
     try:
         assert wait_for(ready.exists, 15)
         desk.set_clipboard("before")
-        desk.key("ctrl+alt+o")
+        desk.key("super+alt+shift+o")
         time.sleep(1.0)  # the overlay freezes the screen and shows itself
         x0, y0 = 100, 120
         desk.run("xdotool", "mousemove", str(x0), str(y0), "mousedown", "1",
@@ -424,7 +427,7 @@ def test_region_hotkey_reads_the_text_under_the_dragged_box(desk, daemon, tmp_pa
 def test_region_cancelled_with_escape_does_nothing(desk, daemon):
     desk.set_clipboard("untouched")
     desk.clear_notifications()
-    desk.key("ctrl+alt+o")
+    desk.key("super+alt+shift+o")
     assert wait_for(lambda: _overlay_shown(desk), 15), "the overlay did not open"
     desk.key("Escape")
     # Esc really ends the selection: the overlay goes, the job ends, nothing is delivered.
@@ -447,7 +450,7 @@ def test_overlay_runs_apart_and_comes_back_after_a_crash(desk, daemon):
     hosts[0].kill()
     hosts[0].wait(10)
     desk.set_clipboard("untouched")
-    desk.key("ctrl+alt+o")
+    desk.key("super+alt+shift+o")
     time.sleep(1.5)  # a new overlay process starts and shows the overlay
     desk.key("Escape")
     new = wait_for(lambda: _overlay_hosts(daemon), 30)
@@ -466,11 +469,11 @@ def test_cancel_and_quit_close_an_open_overlay(desk):
     daemon = Daemon(desk).start()
     try:
         desk.clear_notifications()
-        desk.key("ctrl+alt+o")
+        desk.key("super+alt+shift+o")
         assert wait_for(lambda: _overlay_shown(desk), 15), daemon.log()
         assert daemon.cli("cancel").returncode == 0
         assert wait_for(lambda: not _overlay_shown(desk), 10)
-        desk.key("ctrl+alt+o")
+        desk.key("super+alt+shift+o")
         assert wait_for(lambda: _overlay_shown(desk), 15)
         started = time.monotonic()
         assert daemon.cli("quit").returncode == 0

@@ -41,7 +41,8 @@ HOLDER = textwrap.dedent("""
     from Xlib import X, XK, display
     d = display.Display(); root = d.screen().root
     code = d.keysym_to_keycode(XK.string_to_keysym("y"))
-    root.grab_key(code, X.ControlMask | X.Mod1Mask, True, X.GrabModeAsync, X.GrabModeAsync)
+    mods = X.Mod1Mask | X.ShiftMask | X.Mod4Mask  # Alt+Shift+Super
+    root.grab_key(code, mods, True, X.GrabModeAsync, X.GrabModeAsync)
     d.sync(); print("held", flush=True); time.sleep(60)
 """)
 
@@ -64,15 +65,15 @@ def grabber(desk, monkeypatch):
 
 def test_the_chord_reaches_yomitori_and_not_the_focused_window(desk, grabber, tmp_path):
     fired: list[str] = []
-    assert grabber.bind({"<ctrl>+<alt>+t": lambda: fired.append("t"),
-                         "<ctrl>+<alt>+v": lambda: fired.append("v")}) == []  # fmt: skip
+    assert grabber.bind({"<alt>+<shift>+<cmd>+t": lambda: fired.append("t"),
+                         "<alt>+<shift>+<cmd>+v": lambda: fired.append("v")}) == []  # fmt: skip
     log = tmp_path / "keys.json"
     window = subprocess.Popen([sys.executable, "-c", TK_TARGET, str(log)], env=desk.full_env())
     try:
         assert wait_for(log.exists, 15)
         desk.run("xdotool", "search", "--sync", "--name", "yomitori-grab-target",
                  "windowactivate", "--sync", "windowfocus", "--sync")  # fmt: skip
-        desk.key("ctrl+alt+t", "ctrl+alt+v", "x")
+        desk.key("super+alt+shift+t", "super+alt+shift+v", "x")
         state = wait_for(lambda: "x" in json.loads(log.read_text())["keys"] and
                          json.loads(log.read_text()), 10)  # fmt: skip
         assert wait_for(lambda: fired == ["t", "v"], 5), fired
@@ -89,11 +90,11 @@ def test_a_chord_another_program_holds_is_reported(desk, grabber):
     try:
         assert holder.stdout.readline().strip() == "held"
         fired: list[str] = []
-        taken = grabber.bind({"<ctrl>+<alt>+y": lambda: fired.append("y"),
-                              "<ctrl>+<alt>+u": lambda: fired.append("u")})  # fmt: skip
-        assert [(t.chord, t.reason) for t in taken] == [("<ctrl>+<alt>+y",
+        taken = grabber.bind({"<alt>+<shift>+<cmd>+y": lambda: fired.append("y"),
+                              "<alt>+<shift>+<cmd>+u": lambda: fired.append("u")})  # fmt: skip
+        assert [(t.chord, t.reason) for t in taken] == [("<alt>+<shift>+<cmd>+y",
                                                          "another program holds it")]  # fmt: skip
-        desk.key("ctrl+alt+u", "ctrl+alt+y")
+        desk.key("super+alt+shift+u", "super+alt+shift+y")
         assert wait_for(lambda: fired == ["u"], 5), fired
         time.sleep(0.3)
         assert fired == ["u"]
@@ -101,31 +102,31 @@ def test_a_chord_another_program_holds_is_reported(desk, grabber):
         holder.kill()
         holder.wait()
     # Once the other program lets go, a re-bind (yomitori reload) takes it.
-    assert grabber.bind({"<ctrl>+<alt>+y": lambda: None}) == []
+    assert grabber.bind({"<alt>+<shift>+<cmd>+y": lambda: None}) == []
 
 
 def test_num_lock_and_caps_lock_do_not_disable_hotkeys(desk, grabber):
     fired: list[str] = []
-    grabber.bind({"<ctrl>+<alt>+k": lambda: fired.append("k")})
+    grabber.bind({"<alt>+<shift>+<cmd>+k": lambda: fired.append("k")})
     for lock in ("Num_Lock", "Caps_Lock"):
         desk.key(lock)
-        desk.key("ctrl+alt+k")
+        desk.key("super+alt+shift+k")
         desk.key(lock)
-    desk.key("ctrl+alt+k")
+    desk.key("super+alt+shift+k")
     assert wait_for(lambda: len(fired) == 3, 5), fired
 
 
 def test_rebinding_replaces_the_set_and_frees_the_old_chords(desk, grabber):
     fired: list[str] = []
-    grabber.bind({"<ctrl>+<alt>+j": lambda: fired.append("old")})
-    grabber.bind({"<ctrl>+<alt>+h": lambda: fired.append("new")})
-    desk.key("ctrl+alt+j", "ctrl+alt+h")
+    grabber.bind({"<alt>+<shift>+<cmd>+j": lambda: fired.append("old")})
+    grabber.bind({"<alt>+<shift>+<cmd>+h": lambda: fired.append("new")})
+    desk.key("super+alt+shift+j", "super+alt+shift+h")
     assert wait_for(lambda: fired == ["new"], 5), fired
     from daemon.desktop.grab_x11 import X11Hotkeys
 
     other = X11Hotkeys(desk.env["DISPLAY"])
     try:
-        assert other.bind({"<ctrl>+<alt>+j": lambda: None}) == []  # free again
+        assert other.bind({"<alt>+<shift>+<cmd>+j": lambda: None}) == []  # free again
     finally:
         other.close()
 
@@ -145,19 +146,19 @@ def test_the_daemon_says_which_hotkey_is_taken_and_how_to_change_it(desk):
     try:
         assert holder.stdout.readline().strip() == "held"
         daemon.hotkeys.write_text(daemon.hotkeys.read_text(encoding="utf-8") +
-                                  '\n[[binding]]\nhotkey = "<ctrl>+<alt>+y"\n'
+                                  '\n[[binding]]\nhotkey = "<alt>+<shift>+<cmd>+y"\n'
                                   'action = "translate_en"\n', encoding="utf-8")  # fmt: skip
         desk.clear_notifications()
         daemon.start()
         assert daemon.status()["hotkeys_taken"] == [
-            "<ctrl>+<alt>+y (translate_en): another program holds it"]  # fmt: skip
+            "<alt>+<shift>+<cmd>+y (translate_en): another program holds it"]  # fmt: skip
         notes = wait_for(lambda: [n for n in desk.notifications()
                                   if n["summary"] == "Hotkeys not available"], 10)  # fmt: skip
-        assert notes and "<ctrl>+<alt>+y (translate_en)" in notes[0]["body"]
+        assert notes and "<alt>+<shift>+<cmd>+y (translate_en)" in notes[0]["body"]
         assert "hotkeys.toml" in notes[0]["body"]
         # The other bindings work, grabbed.
         desk.set_clipboard("山の上の城")
-        desk.key("ctrl+alt+t")
+        desk.key("super+alt+shift+t")
         assert wait_for(lambda: desk.clipboard() not in ("", "山の上の城"), 60), daemon.log()
     finally:
         holder.kill()

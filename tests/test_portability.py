@@ -355,25 +355,6 @@ def test_a_release_never_seen_stops_delaying_after_one_timeout() -> None:
     assert kb.wait_released(timeout=0.05) is True
 
 
-def test_hotkeys_on_macos_without_permission(monkeypatch: pytest.MonkeyPatch) -> None:
-    from daemon.desktop.hotkeys import Hotkeys, HotkeysUnavailable
-
-    made: list[FakeListener] = []
-
-    def global_hotkeys(chords: dict[str, Any]) -> FakeListener:
-        made.append(FakeListener(trusted=False))
-        return made[-1]
-
-    fake = types.ModuleType("pynput")
-    fake.keyboard = types.SimpleNamespace(GlobalHotKeys=global_hotkeys)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "pynput", fake)
-    monkeypatch.setattr(sys, "platform", "darwin")
-    hotkeys = Hotkeys()
-    with pytest.raises(HotkeysUnavailable, match="Input Monitoring"):
-        hotkeys.bind({"<ctrl>+<alt>+t": lambda: None})
-    assert made[0].stopped and hotkeys.bound == {}
-
-
 # -- the tray: Windows balloons, macOS main thread ----------------------------------------
 
 

@@ -36,8 +36,8 @@ def test_two_backends_serve_one_session(ollama, tiny_spec, monkeypatch):
         "o": ModelSpec(name="o", backend="ollama", url=ollama.url, remote="llama3.2:3b"),
     }, default="local")  # fmt: skip
     config = Config(settings=Settings(), bindings=(
-        Binding(hotkey="<ctrl>+<alt>+t", action="translate_en"),
-        Binding(hotkey="<ctrl>+<alt>+y", action="translate_en", model="o"),
+        Binding(hotkey="<alt>+<shift>+<cmd>+t", action="translate_en"),
+        Binding(hotkey="<alt>+<shift>+<cmd>+y", action="translate_en", model="o"),
     ))  # fmt: skip
     io = FakeDesktop()
     service = Service(io, config_loader=lambda: config)
@@ -46,7 +46,7 @@ def test_two_backends_serve_one_session(ollama, tiny_spec, monkeypatch):
     service.start(preload=False)
     try:
         for model in (None, "o", None):
-            job = Job(action="translate_en", chord="<ctrl>+<alt>+t", text="夕焼けの海",
+            job = Job(action="translate_en", chord="<alt>+<shift>+<cmd>+t", text="夕焼けの海",
                       vars={"max_tokens": "4"}, model=model, origin="trigger")  # fmt: skip
             assert service.submit(job)
         wait_for(lambda: service.finished == 3, "three jobs", timeout=120)

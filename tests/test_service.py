@@ -36,7 +36,8 @@ from daemon.service import BUSY_NOTE_S, Job, Service, job_from_binding
 from daemon.sinks.history import EXCERPT_CHARS, History
 
 TIMEOUT = 5.0
-CHORD = "<ctrl>+<alt>+t"
+MODS = "<alt>+<shift>+<cmd>"
+CHORD = f"{MODS}+t"
 CRASH = "The model worker stopped unexpectedly (exit code -9); the next request starts a fresh one."
 
 
@@ -380,7 +381,8 @@ def test_notification_body_is_truncated_to_notify_chars(make: Make, text: str, b
 @pytest.mark.parametrize(
     ("outputs", "title", "cut"),
     [
-        (("clipboard", "notify"), "Prompt variations — copied", "the whole result is on the clipboard"),
+        (("clipboard", "notify"), "Prompt variations — copied",
+         "the whole result is on the clipboard"),
         (("paste", "notify"), "Prompt variations — pasted", "yomitori history has all of it"),
         (("paste", "clipboard", "notify"), "Prompt variations — pasted and copied",
          "the whole result is on the clipboard"),
@@ -721,21 +723,21 @@ def test_text_source_for_an_image_action_is_refused(h: Harness) -> None:
 
 
 def test_bindings_to_builtin_actions_load(make: Make) -> None:
-    binding = Binding(hotkey="<ctrl>+<alt>+o", action="ocr", source="region")
+    binding = Binding(hotkey="<alt>+<shift>+<cmd>+o", action="ocr", source="region")
     h = make(bindings=(binding,))
     assert h.service.config.bindings == (binding,)
 
 
 def test_bindings_to_unknown_actions_do_not_load(make: Make) -> None:
     with pytest.raises(ConfigError, match="unknown action 'summarise'"):
-        make(bindings=(Binding(hotkey="<ctrl>+<alt>+s", action="summarise", where="f, line 3"),))
+        make(bindings=(Binding(hotkey=f"{MODS}+s", action="summarise", where="f, line 3"),))
 
 
 def test_binding_vars_may_set_options_but_not_unknown_names(make: Make) -> None:
-    ok = Binding(hotkey="<ctrl>+<alt>+t", action="translate_en",
+    ok = Binding(hotkey="<alt>+<shift>+<cmd>+t", action="translate_en",
                  vars={"style": "tags", "max_tokens": "9"})  # fmt: skip
     assert make(bindings=(ok,)).service.config.bindings == (ok,)
-    bad = Binding(hotkey="<ctrl>+<alt>+t", action="translate_en", vars={"count": "3"})
+    bad = Binding(hotkey="<alt>+<shift>+<cmd>+t", action="translate_en", vars={"count": "3"})
     with pytest.raises(ConfigError, match="has no variable 'count'"):
         make(bindings=(bad,))
 
@@ -1133,7 +1135,7 @@ def test_unexpected_exception_while_loading_does_not_kill_the_loop(h: Harness) -
 
 def test_reload_failure_keeps_the_previous_config(make: Make) -> None:
     good = Config(settings=Settings(queue_size=3),
-                  bindings=(Binding(hotkey="<ctrl>+<alt>+t", action="translate_en"),))  # fmt: skip
+                  bindings=(Binding(hotkey=CHORD, action="translate_en"),))  # fmt: skip
     current: list[Callable[[], Config]] = [lambda: good]
     h = make(loader=lambda: current[0]())
     assert h.service.config is good
@@ -1162,7 +1164,7 @@ def test_reload_failure_keeps_the_previous_config(make: Make) -> None:
 
 def test_reload_refuses_a_config_that_fails_validation(make: Make) -> None:
     good = Config()
-    bad = Config(bindings=(Binding(hotkey="<ctrl>+<alt>+s", action="summarise", where="f"),))
+    bad = Config(bindings=(Binding(hotkey="<alt>+<shift>+<cmd>+s", action="summarise", where="f"),))
     current = [good]
     h = make(loader=lambda: current[0])
     current[0] = bad
@@ -1176,7 +1178,7 @@ def test_reload_refuses_a_config_that_fails_validation(make: Make) -> None:
 def test_good_reload_applies_and_clears_the_error(make: Make) -> None:
     first = Config(settings=Settings(notify_chars=10))
     second = Config(settings=Settings(notify_chars=50),
-                    bindings=(Binding(hotkey="<ctrl>+<alt>+t", action="variations"),))  # fmt: skip
+                    bindings=(Binding(hotkey=CHORD, action="variations"),))  # fmt: skip
     current: list[Callable[[], Config]] = [lambda: first]
     h = make(loader=lambda: current[0]())
 
@@ -1199,7 +1201,10 @@ def test_good_reload_applies_and_clears_the_error(make: Make) -> None:
     ]
     h.engine.default_text = "x" * 40
     h.hotkey(tr())
-    assert h.io.notes[-1] == ("Translate to a prompt — copied", "x" * 40)  # the new notify_chars is in use
+    assert h.io.notes[-1] == (
+        "Translate to a prompt — copied",
+        "x" * 40,
+    )  # the new notify_chars is in use
 
 
 def test_good_reload_after_a_failed_one_leaves_the_error_state(make: Make) -> None:
@@ -1227,8 +1232,8 @@ STATUS_KEYS = {"state", "model", "loaded", "engines", "queue", "queue_size", "pa
 
 def test_status_when_idle(make: Make) -> None:
     bindings = (
-        Binding(hotkey="<ctrl>+<alt>+t", action="translate_en"),
-        Binding(hotkey="<ctrl>+<alt>+v", action="variations"),
+        Binding(hotkey="<alt>+<shift>+<cmd>+t", action="translate_en"),
+        Binding(hotkey="<alt>+<shift>+<cmd>+v", action="variations"),
     )
     h = make(settings=Settings(queue_size=7), bindings=bindings)
     status = h.service.status()
@@ -1364,7 +1369,7 @@ def test_no_history_store_is_fine(h: Harness) -> None:
 
 def test_job_from_binding_copies_the_fields() -> None:
     variables = {"style": "tags", "max_tokens": "80"}
-    binding = Binding(hotkey="<ctrl>+<alt>+p", action="translate_en", source="selection",
+    binding = Binding(hotkey="<alt>+<shift>+<cmd>+p", action="translate_en", source="selection",
                       output=("paste", "clipboard"), vars=variables, model="n",
                       where="hotkeys.toml, line 9")  # fmt: skip
     job = job_from_binding(binding)
@@ -1374,7 +1379,7 @@ def test_job_from_binding_copies_the_fields() -> None:
     assert isinstance(job.outputs, tuple)
     assert job.vars == variables
     assert job.model == "n"
-    assert job.chord == "<ctrl>+<alt>+p"
+    assert job.chord == "<alt>+<shift>+<cmd>+p"
     assert job.origin == "hotkey"
     assert job.text is None
     assert job.future is None
@@ -1383,7 +1388,7 @@ def test_job_from_binding_copies_the_fields() -> None:
 
 
 def test_job_from_binding_defaults() -> None:
-    job = job_from_binding(Binding(hotkey="<ctrl>+<alt>+t", action="variations"))
+    job = job_from_binding(Binding(hotkey="<alt>+<shift>+<cmd>+t", action="variations"))
     assert job.source == "clipboard"
     assert job.outputs == ("clipboard", "notify")
     assert job.vars == {}

@@ -52,17 +52,17 @@ def test_the_starters_change_nothing(tmp_path: Path) -> None:
 
 def test_each_commented_example_is_valid_once_uncommented(tmp_path: Path) -> None:
     settings = uncomment(HOTKEYS, "keep_alive").replace('"30m"', '"10m"')
-    binding = "[[binding]]\n" + uncomment(HOTKEYS, 'hotkey = "<ctrl>+<alt>+t"')
+    binding = "[[binding]]\n" + uncomment(HOTKEYS, 'hotkey = "<alt>+<shift>+<cmd>+t"')
     user = tmp_path / "hotkeys.toml"
     user.write_text("[settings]\n" + settings + "\n" + binding, encoding="utf-8")
     config = load_config([SHIPPED, user])
     assert config.settings.keep_alive_s == 600
     mine = config.bindings[-1]
     assert (mine.hotkey, mine.action, mine.source, mine.output) == (
-        "<ctrl>+<alt>+t", "translate_en", "selection", ("paste",))  # fmt: skip
-    off = "[[binding]]\n" + uncomment(HOTKEYS, 'hotkey = "<ctrl>+<alt>+i"')
+        "<alt>+<shift>+<cmd>+t", "translate_en", "selection", ("paste",))  # fmt: skip
+    off = "[[binding]]\n" + uncomment(HOTKEYS, 'hotkey = "<alt>+<shift>+<cmd>+i"')
     user.write_text(off, encoding="utf-8")
-    assert "<ctrl>+<alt>+i" not in [b.hotkey for b in load_config([SHIPPED, user]).bindings]
+    assert "<alt>+<shift>+<cmd>+i" not in [b.hotkey for b in load_config([SHIPPED, user]).bindings]
     for section in ("qwen3-vl]", "qwen3-server]", "ollama-vl]", "studio]"):
         (tmp_path / "models.toml").write_text(uncomment(MODELS, f"[models.{section}"), "utf-8")
         (spec,) = load_models(tmp_path).models.values()

@@ -18,12 +18,13 @@ import os
 import select
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
-from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
 from daemon.chords import parse_chord
+from daemon.desktop.grabbing import BindRequests, ChordUnknown, Taken
+
+__all__ = ["ChordUnknown", "Taken", "X11Hotkeys", "keysym_name"]
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +47,6 @@ _MODIFIER_KEYSYMS = {
 _DEFAULT_MASKS = {"alt": 1 << 3, "cmd": 1 << 6, "alt_gr": 1 << 7, "num_lock": 1 << 4,
                   "scroll_lock": 0}  # fmt: skip
 SHIFT, LOCK, CONTROL = 1 << 0, 1 << 1, 1 << 2
-
-
-@dataclass(frozen=True)
-class Taken:
-    """A chord that could not be grabbed, and why."""
-
-    chord: str
-    reason: str
-
-
-class ChordUnknown(ValueError):
-    pass
 
 
 def keysym_name(token: str) -> str:
@@ -83,8 +72,7 @@ class X11Hotkeys:
         self._grabbed: list[tuple[int, int]] = []
         self._down: set[int] = set()
         self._released_at: dict[int, int] = {}
-        self._requests: list[tuple[dict[str, Callable[[], None]], Future[list[Taken]]]] = []
-        self._lock = threading.Lock()
+        self._requests = BindRequests()
         self._wake_r, self._wake_w = os.pipe()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="x11-hotkeys", daemon=True)
@@ -93,9 +81,7 @@ class X11Hotkeys:
     # -- the caller's side ---------------------------------------------------------------
     def bind(self, chords: Mapping[str, Callable[[], None]], timeout: float = 10) -> list[Taken]:
         """Grab exactly ``chords``; those another program holds come back as Taken."""
-        future: Future[list[Taken]] = Future()
-        with self._lock:
-            self._requests.append((dict(chords), future))
+        future = self._requests.add(chords)
         os.write(self._wake_w, b"x")
         return future.result(timeout=timeout)
 
@@ -117,7 +103,7 @@ class X11Hotkeys:
                 ready, _, _ = select.select([self._display, self._wake_r], [], [], 1.0)
                 if self._wake_r in ready:
                     os.read(self._wake_r, 64)
-                    self._serve_requests()
+                    self._requests.serve(self._apply)
                 while self._display.pending_events():
                     event = self._display.next_event()
                     if event.type == X.KeyPress:
@@ -129,19 +115,7 @@ class X11Hotkeys:
             self._display.close()
         except Exception:  # the X server went away: hotkeys end, the daemon goes on
             log.exception("X11 hotkeys stopped")
-            with self._lock:
-                for _chords, future in self._requests:
-                    future.set_exception(RuntimeError("the X connection closed"))
-                self._requests.clear()
-
-    def _serve_requests(self) -> None:
-        with self._lock:
-            requests, self._requests = self._requests, []
-        for chords, future in requests:
-            try:
-                future.set_result(self._apply(chords))
-            except Exception as err:  # a bad chord must not end the loop
-                future.set_exception(err)
+            self._requests.close("the X connection closed")
 
     def _pressed(self, event: Any) -> None:
         # X's autorepeat sends release + press with the same time stamp: a held chord

@@ -1,12 +1,16 @@
-"""Global hotkeys through pynput (X11, Windows, macOS).
+"""Global hotkeys that belong to yomitori: the chord reaches yomitori and not the
+focused program.
 
-Callbacks run on pynput's listener thread and only hand the press on: the
-daemon enqueues a job and returns at once, so a slow action can never leave
-a key stuck.  On Wayland global hotkeys are not possible for an ordinary
-program: bind ``yomitori trigger ACTION`` in the desktop's own shortcut
-settings instead.  On macOS the app that starts yomitori needs the Accessibility
-and Input Monitoring permissions; without them pynput sees no keys at all, which
-is said at once rather than left to look like hotkeys that never fire.
+Each system has its own way: X11 grabs the key (:mod:`daemon.desktop.grab_x11`),
+Windows registers it (:mod:`daemon.desktop.grab_win32`), and on macOS an event tap
+swallows it (:mod:`daemon.desktop.grab_mac`); elsewhere pynput only listens.
+Callbacks run on the backend's own thread and only hand the press on: the daemon
+enqueues a job and returns at once, so a slow action can never leave a key stuck.
+On Wayland global hotkeys are not possible for an ordinary program: bind
+``yomitori trigger ACTION`` in the desktop's own shortcut settings instead.  On macOS
+the app that starts yomitori needs the Accessibility and Input Monitoring permissions;
+without them no key arrives at all, which is said at once rather than left to look
+like hotkeys that never fire.
 """
 
 from __future__ import annotations
@@ -42,11 +46,28 @@ def check_available() -> None:
         )
 
 
+def grabbing_backend() -> Callable[[], Any] | None:
+    """The class that takes chords for yomitori alone on this system, if there is one."""
+    if platform.is_x11():
+        from daemon.desktop.grab_x11 import X11Hotkeys
+
+        return X11Hotkeys
+    if sys.platform == "win32":
+        from daemon.desktop.grab_win32 import Win32Hotkeys
+
+        return Win32Hotkeys
+    if sys.platform == "darwin":
+        from daemon.desktop.grab_mac import MacHotkeys
+
+        return MacHotkeys
+    return None
+
+
 class Hotkeys:
     """A set of chords, replaced as a whole on reload.
 
-    On X11 the chords are grabbed (:mod:`daemon.desktop.grab_x11`), so they never reach
-    the focused program; elsewhere pynput listens for them.
+    Where the system allows it (X11, Windows, macOS) the chords are taken for yomitori
+    alone, so they never reach the focused program; elsewhere pynput listens for them.
     """
 
     def __init__(self) -> None:
@@ -59,8 +80,9 @@ class Hotkeys:
         """Take exactly ``chords`` (pynput syntax), replacing earlier ones; the chords that
         another program holds come back (``Taken``: chord and reason)."""
         check_available()
-        if platform.is_x11():
-            return self._grab(chords)
+        backend = grabbing_backend()
+        if backend is not None:
+            return self._grab(chords, backend)
         from pynput import keyboard
 
         self.unbind()
@@ -80,17 +102,19 @@ class Hotkeys:
         log.info("listening for %d hotkeys", len(chords))
         return []
 
-    def _grab(self, chords: Mapping[str, Callable[[], None]]) -> list[Any]:
-        from daemon.desktop.grab_x11 import X11Hotkeys
-
+    def _grab(self, chords: Mapping[str, Callable[[], None]],
+              backend: Callable[[], Any]) -> list[Any]:  # fmt: skip
         if self._grabber is None:
-            self._grabber = X11Hotkeys()
+            grabber = backend()
+            if not getattr(grabber, "trusted", True):  # macOS refused the keyboard
+                grabber.close()
+                raise HotkeysUnavailable(MAC_PERMISSION)
+            self._grabber = grabber
         guarded = {chord: _guard(chord, cb) for chord, cb in chords.items()}
         self.taken = self._grabber.bind(guarded)
         refused = {t.chord for t in self.taken}
         self.bound = {c: cb for c, cb in chords.items() if c not in refused}
-        log.info("grabbed %d hotkeys (%d taken by other programs)", len(self.bound),
-                 len(self.taken))  # fmt: skip
+        log.info("took %d hotkeys (%d not available)", len(self.bound), len(self.taken))
         return list(self.taken)
 
     def unbind(self) -> None:

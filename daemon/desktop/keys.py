@@ -1,6 +1,6 @@
 """Synthesized copy and paste that wait for the user's own keys first.
 
-A hotkey such as Ctrl+Alt+T is still held when its action starts; pressing
+A hotkey such as Alt+Shift+Super+T is still held when its action starts; pressing
 Ctrl+V on top of a held Alt would send Ctrl+Alt+V.  So before synthesizing
 anything we wait until the modifiers of the chord are released (and press
 nothing while a key the user holds could mix in).
