@@ -1,0 +1,19 @@
+"""What the fuzzers (tests/test_fuzz_*.py) found, kept as plain tests: each once
+raised something other than the project's own errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from daemon.errors import ConfigError
+from daemon.tomlfile import load_toml
+
+
+def test_a_number_too_long_for_python_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "models.toml"
+    path.write_text("default = " + "9" * 5000 + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="too many digits") as err:
+        load_toml(path)
+    assert str(path) in str(err.value)
