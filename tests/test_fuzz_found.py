@@ -17,3 +17,13 @@ def test_a_number_too_long_for_python_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="too many digits") as err:
         load_toml(path)
     assert str(path) in str(err.value)
+
+
+def test_a_path_under_an_unknown_users_home_is_a_config_error(tmp_path: Path) -> None:
+    from daemon.models import parse_models
+
+    path = tmp_path / "models.toml"
+    path.write_text('[models.m]\npath = "~nobody-by-this-name/m.gguf"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="names no home folder") as err:
+        parse_models(load_toml(path))
+    assert f"{path}, line 2" in str(err.value)
