@@ -27,3 +27,23 @@ def test_a_path_under_an_unknown_users_home_is_a_config_error(tmp_path: Path) ->
     with pytest.raises(ConfigError, match="names no home folder") as err:
         parse_models(load_toml(path))
     assert f"{path}, line 2" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("http://[::1", "url must look like"),  # urlsplit's ValueError
+        ("http://a..b/v1", "a..b is not this machine"),  # the resolver's UnicodeError (IDNA)
+    ],
+)
+def test_urls_python_cannot_split_or_encode_are_config_errors(
+    tmp_path: Path, url: str, said: str
+) -> None:
+    from daemon.models import parse_models
+
+    path = tmp_path / "models.toml"
+    path.write_text(f'[models.m]\nbackend = "openai"\nmodel = "m"\nurl = "{url}"\n',
+                    encoding="utf-8")  # fmt: skip
+    with pytest.raises(ConfigError, match=said) as err:
+        parse_models(load_toml(path))
+    assert f"{path}, line 4" in str(err.value)
