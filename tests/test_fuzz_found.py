@@ -47,3 +47,14 @@ def test_urls_python_cannot_split_or_encode_are_config_errors(
     with pytest.raises(ConfigError, match=said) as err:
         parse_models(load_toml(path))
     assert f"{path}, line 4" in str(err.value)
+
+
+def test_a_template_option_too_large_for_a_float_is_a_config_error(tmp_path: Path) -> None:
+    from daemon.prompts import load_template
+
+    path = tmp_path / "t.toml"
+    path.write_text('user = "$input"\n[options]\ntemperature = ' + "9" * 400 + "\n",
+                    encoding="utf-8")  # fmt: skip
+    with pytest.raises(ConfigError, match="option 'temperature' must be a number") as err:
+        load_template(path)
+    assert f"{path}, line 3" in str(err.value)
