@@ -246,13 +246,16 @@ def connect(path: Path, timeout: float | None) -> socket.socket:
             raise YomitoriError(f"Cannot reach the daemon at {path} ({err}).") from None
 
 
-def request(message: dict[str, Any], timeout: float | None = 10.0) -> dict[str, Any]:
-    """Send one request to the running daemon and return its reply."""
+def request(
+    message: dict[str, Any], timeout: float | None = 10.0, path: Path | None = None
+) -> dict[str, Any]:
+    """Send one request to the running daemon (on POSIX, the one at ``path``) and
+    return its reply."""
     if platform.is_windows():
         from daemon.desktop.ipc_pipe import pipe_request
 
         return pipe_request(message, timeout)
-    sock = connect(socket_path(), timeout)
+    sock = connect(path or socket_path(), timeout)
     data = b""
     with sock:
         try:
