@@ -136,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--idle-seconds", type=float, default=60.0)
     bench.add_argument(
+        "--load",
+        action="store_true",
+        help="the daemon under load: N actions (triggers, hotkeys, regions, cancels), its "
+        "processes' memory after warm-up and at the end, failures, leftovers (X or Xvfb)",
+    )
+    bench.add_argument("--actions", type=int, default=1000, help="how many actions --load fires")
+    bench.add_argument(
         "--compare",
         action="store_true",
         help="in-process worker vs a managed llama-server on the same GGUF and threads",

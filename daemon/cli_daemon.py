@@ -210,12 +210,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         print(json.dumps(overlay_bench(args.runs)))
         return 0
+
+    def say(message: str) -> None:
+        if not args.json:
+            print(message, file=sys.stderr, flush=True)
+
+    if args.load:
+        from daemon.bench.load import run_load_bench
+
+        print(json.dumps(run_load_bench(args.model or "tiny", args.actions, say),
+                         ensure_ascii=False))  # fmt: skip
+        return 0
     if args.daemon:
         from daemon.bench.desktop import run_daemon_bench
-
-        def say(message: str) -> None:
-            if not args.json:
-                print(message, file=sys.stderr, flush=True)
 
         figures = run_daemon_bench(args.model or "tiny", args.runs, args.idle_seconds, say)
         print(json.dumps(figures))

@@ -95,7 +95,10 @@ def parse_duration(value: Any, where: str) -> float:
     if isinstance(value, (int, float)):
         if value != value or value in (float("inf"), float("-inf")):  # nan, inf
             raise ConfigError(f"{where}: keep_alive must be a finite number of minutes.")
-        seconds = float(value) * 60
+        try:
+            seconds = float(max(value, -1)) * 60
+        except OverflowError:  # an integer beyond any float
+            seconds = float("inf")
     else:
         match = _DURATION.match(str(value))
         if not match:
@@ -105,6 +108,8 @@ def parse_duration(value: Any, where: str) -> float:
             )
         unit = {"s": 1, "m": 60, "min": 60, "h": 3600, None: 60}[match.group(2)]
         seconds = float(match.group(1)) * unit
+    if seconds == float("inf"):  # 1e308 minutes, "99…9h"
+        raise ConfigError(f"{where}: keep_alive is too long; -1 never unloads the model.")
     return -1.0 if seconds < 0 else seconds
 
 

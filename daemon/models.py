@@ -108,7 +108,12 @@ class ModelsConfig:
 def path_value(doc: TomlDoc, key: str, value: Any) -> Path:
     """A path from models.toml: ``~`` expanded, relative to the file."""
     text = expect_type(doc, key, value, str)
-    path = Path(text).expanduser()
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:  # ~name of a user this machine does not have
+        raise ConfigError(
+            f"{doc.where(key)}: {key} starts with a ~ that names no home folder here."
+        ) from None
     return path if path.is_absolute() else (doc.path.parent / path)
 
 

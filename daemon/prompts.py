@@ -150,7 +150,7 @@ def coerce_option(key: str, value: Any, where: str) -> Any:
         if wanted is int and isinstance(value, float):
             raise ValueError
         return wanted(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: float(10**400)
         kind = {float: "a number", int: "an integer", list: "a list of strings",
                 bool: "true or false"}[wanted]  # fmt: skip
         raise ConfigError(f"{where}: option '{key}' must be {kind}, not {value!r}.") from None

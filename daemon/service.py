@@ -472,7 +472,9 @@ class Service:
         keep = self.settings.keep_alive_s
         if keep <= 0 or not self._resident():
             return None if keep != 0 else 1.0
-        return max(0.05, self._last_used + keep - time.monotonic())
+        # A keep_alive of centuries waits as long as a lock can (OverflowError beyond).
+        wait = max(0.05, self._last_used + keep - time.monotonic())
+        return min(wait, threading.TIMEOUT_MAX)
 
     def _expire(self) -> None:
         keep = self.settings.keep_alive_s

@@ -92,6 +92,8 @@ def load_toml(path: Path) -> TomlDoc:
                 f"{path}, line {match.group(1)}, column {match.group(2)}: invalid TOML: {reason}."
             ) from None
         raise ConfigError(f"{path}: invalid TOML: {reason}.") from None
+    except ValueError:  # tomllib lets int()'s own error through for a number of 4300+ digits
+        raise ConfigError(f"{path}: invalid TOML: a number with too many digits.") from None
     return TomlDoc(path=path, text=text, data=data)
 
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import sys
 
+import pytest
 from conftest import needs_model, run_cli
 from servers import need_llama_server
 
@@ -81,3 +84,26 @@ def test_bench_compare_worker_and_llama_server(vision_files):
         assert one["process_gone_after_unload"] is True
         assert one["long_reused_tokens"] > 0.9 * one["long_prompt_tokens"]
     assert set(figures["server_vs_worker"]) >= {"load_s", "tps", "idle_rss_mb"}
+
+
+@needs_model
+@pytest.mark.skipif(
+    sys.platform != "linux" or not all(shutil.which(t) for t in ("Xvfb", "xdotool", "xclip")),
+    reason="needs Xvfb, xdotool and xclip (installer/setup.sh --test installs them)",
+)
+def test_bench_load_runs_every_kind_of_action_and_cleans_up():
+    """A tiny run of the load bench, on an Xvfb of its own (no DISPLAY given)."""
+    done = run_cli("bench", "--load", "--actions", "10", "--json",
+                   env={"DISPLAY": ""}, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["actions_done"] == 10 and figures["stopped_by_time_limit"] is False
+    assert set(figures["by_kind"]) == {"trigger", "hotkey", "region", "region_esc", "cancel"}
+    assert all(count >= 1 for count in figures["by_kind"].values())
+    assert figures["failed"] == 0, figures["failure_samples"]
+    for snapshot in ("rss_warm_mb", "rss_end_mb"):
+        assert {"daemon", "worker", "overlay", "ocr"} <= set(figures[snapshot]), figures[snapshot]
+    assert set(figures["rss_growth_percent"]) >= {"daemon", "worker", "overlay", "ocr"}
+    assert figures["leftover_processes"] == []
+    assert figures["daemon_exit_code"] == 0
+    assert "daemon.sock" not in figures["runtime_files_after_quit"]

@@ -96,12 +96,15 @@ def test_pipe_refuses_malformed_and_oversized_requests(pipe: PipeDaemon) -> None
 
         with Client(pipe.address, family="AF_UNIX") as conn:
             ipc_pipe._client_handshake(conn, pipe.key_path.read_bytes())
-            conn.send_bytes(payload)
+            # An oversized one is refused from its length: the server answers and hangs
+            # up before the rest is sent.
+            with contextlib.suppress(BrokenPipeError):
+                conn.send_bytes(payload)
             return json.loads(conn.recv_bytes())
 
     for payload in (b"not json", b'{"no": "cmd"}', b"[1, 2]"):
         reply = raw(payload)
-        assert reply["ok"] is False and "malformed" in reply["error"]
+        assert reply["ok"] is False and "Malformed request" in reply["error"]
     reply = raw(b'{"cmd": "x", "text": "' + b"y" * (ipc.MAX_REQUEST + 10) + b'"}')
     assert reply["ok"] is False and "larger than" in reply["error"]
     assert pipe.request({"cmd": "ping"})["ok"]  # and the server carries on
@@ -109,7 +112,7 @@ def test_pipe_refuses_malformed_and_oversized_requests(pipe: PipeDaemon) -> None
 
 def test_pipe_handler_failure_is_an_error_reply(pipe: PipeDaemon) -> None:
     reply = pipe.request({"cmd": "boom"})
-    assert reply == {"ok": False, "error": "internal error (RuntimeError)"}
+    assert reply == {"ok": False, "error": "Internal error (RuntimeError); details are in the log."}
 
 
 def test_pipe_client_gives_up_after_its_timeout(pipe: PipeDaemon) -> None:

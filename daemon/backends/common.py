@@ -125,12 +125,16 @@ def parse_http(
 
 def check_url(url: str, allow_remote: bool) -> None:
     """``url`` is an http(s) URL with a host; a loopback one unless ``allow_remote``."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # e.g. an unclosed [ of an IPv6 address
+        host = None
+    if not host or parts.scheme not in ("http", "https"):
         raise ModelError(f"url must look like http://127.0.0.1:11434, not '{url}'.")
-    if not allow_remote and not is_loopback_host(parts.hostname):
+    if not allow_remote and not is_loopback_host(host):
         raise ModelError(
-            f"{parts.hostname} is not this machine: yomitori sends text and images to "
+            f"{host} is not this machine: yomitori sends text and images to "
             "loopback servers only. To use a server elsewhere set allow_remote = true for "
             "this model (your text and images then leave this machine)."
         )
@@ -147,6 +151,6 @@ def is_loopback_host(host: str) -> bool:
         return True
     try:
         infos = socket.getaddrinfo(host, None)
-    except OSError:
+    except (OSError, UnicodeError):  # UnicodeError: a name IDNA cannot encode ("a..b")
         return False
     return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)

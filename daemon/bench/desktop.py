@@ -19,7 +19,6 @@ Needs an X display with xdotool and xclip (Xvfb works).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import statistics
@@ -30,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from daemon.errors import UserInputError
+from daemon.errors import UserInputError, YomitoriError
 
 INPUT = "夕焼けの海辺で麦わら帽子の少女"
 HOTKEY = "ctrl+alt+y"
@@ -136,35 +135,78 @@ class _ClipboardWatch:
         self.display.close()
 
 
-def run_daemon_bench(model: str, runs: int, idle_seconds: float, say: Any) -> dict[str, Any]:
-    import psutil
+class PrivateDaemon:
+    """``yomitori run`` of the bench's own: its own config, data, log and runtime folders
+    (so it runs beside the user's daemon), ``config`` as its hotkeys.toml."""
 
+    def __init__(self, model: str, config: str, env: dict[str, str] | None = None) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="yb-"))  # short: a socket path has a limit
+        self.env = dict(env or os.environ)
+        for name, var in (("config", "CONFIG"), ("data", "DATA"), ("logs", "LOG"),
+                          ("run", "RUNTIME")):  # fmt: skip
+            (self.base / name).mkdir()
+            self.env[f"YOMITORI_{var}_DIR"] = str(self.base / name)
+        (self.base / "config" / "hotkeys.toml").write_text(config, encoding="utf-8")
+        model_line = f'default = "{model}"\n'
+        if model != "tiny":
+            path = Path(model).resolve().as_posix()
+            model_line = f'default = "m"\n[models.m]\npath = "{path}"\n'
+        (self.base / "config" / "models.toml").write_text(model_line, encoding="utf-8")
+        self.socket = self.base / "run" / "daemon.sock"
+        self.proc = subprocess.Popen([sys.executable, "-m", "daemon", "run", "--no-tray"],
+                                     env=self.env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def cli(self, *args: str) -> str:
+        return _run(self.env, sys.executable, "-m", "daemon", *args)
+
+    def status(self) -> dict[str, Any]:
+        """Its status, or {} while it is not answering (yet)."""
+        try:
+            reply = self.request({"cmd": "status"}, timeout=30)
+        except YomitoriError:
+            return {}
+        return reply.get("status") or {}
+
+    def request(self, message: dict[str, Any], timeout: float | None = 120) -> dict[str, Any]:
+        """Straight to its socket, from this process (no CLI start-up per request)."""
+        from daemon.desktop import ipc
+
+        return ipc.request(message, timeout, path=self.socket)
+
+    def wait_loaded(self) -> None:
+        _wait(lambda: self.status().get("loaded"), 120, 0.1)
+
+    def stop(self) -> None:
+        self.cli("quit")
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def remove(self) -> None:
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def need_x_tools(what: str) -> None:
     missing = [t for t in ("xdotool", "xclip") if shutil.which(t) is None]
     if not os.environ.get("DISPLAY") or missing:
         raise UserInputError(
-            "bench --daemon needs an X display with xdotool and xclip "
+            f"bench {what} needs an X display with xdotool and xclip "
             f"(missing: {', '.join(missing) or 'DISPLAY'}); e.g. run it under xvfb-run."
         )
-    base = Path(tempfile.mkdtemp(prefix="yb-"))
-    env = dict(os.environ)
-    for name in ("config", "data", "logs", "run"):
-        (base / name).mkdir()
-        env[f"YOMITORI_{'LOG' if name == 'logs' else name.upper()}_DIR"] = str(base / name)
-    (base / "config" / "hotkeys.toml").write_text(CONFIG, encoding="utf-8")
-    model_line = f'default = "{model}"\n' if model == "tiny" else ""
-    if model != "tiny":
-        model_line = f'default = "m"\n[models.m]\npath = "{Path(model).resolve().as_posix()}"\n'
-    (base / "config" / "models.toml").write_text(model_line, encoding="utf-8")
-    proc = subprocess.Popen([sys.executable, "-m", "daemon", "run", "--no-tray"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
 
-    def status() -> dict[str, Any]:
-        out = _run(env, sys.executable, "-m", "daemon", "status", "--json")
-        return json.loads(out) if out.strip() else {}
 
+def run_daemon_bench(model: str, runs: int, idle_seconds: float, say: Any) -> dict[str, Any]:
+    import psutil
+
+    need_x_tools("--daemon")
+    daemon = PrivateDaemon(model, CONFIG)
+    env, proc, status = daemon.env, daemon.proc, daemon.status
     figures: dict[str, Any] = {}
     try:
-        _wait(lambda: status().get("loaded"), 120, 0.1)
+        daemon.wait_loaded()
         say("hotkey → clipboard, through the running daemon…")
         pressed = _PressClock()
         owner = _ClipboardWatch()
@@ -191,7 +233,7 @@ def run_daemon_bench(model: str, runs: int, idle_seconds: float, say: Any) -> di
             daemon_overhead_ms=round((hotkey_s - do_s) * 1000, 1),
         )  # fmt: skip
         say(f"idle daemon without a model, {idle_seconds:.0f} s…")
-        _run(env, sys.executable, "-m", "daemon", "free")
+        daemon.cli("free")
         _wait(lambda: not status().get("loaded"), 30, 0.1)
         daemon = psutil.Process(proc.pid)
         time.sleep(1.0)
@@ -208,12 +250,8 @@ def run_daemon_bench(model: str, runs: int, idle_seconds: float, say: Any) -> di
             idle_seconds=idle_seconds,
         )
     finally:
-        _run(env, sys.executable, "-m", "daemon", "quit")
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(base, ignore_errors=True)
+        daemon.stop()
+        daemon.remove()
     return figures
 
 

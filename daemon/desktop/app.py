@@ -337,30 +337,29 @@ class Daemon:
             running = self.service.running
             threading.Thread(target=self.stop, daemon=True).start()
             return {"ok": True, "cancelled": running.action if running is not None else None}
-        return {"ok": False, "error": f"unknown command '{cmd}'"}
+        return {"ok": False, "error": f"Unknown command '{cmd}' (known: {', '.join(COMMANDS)})."}
 
     def _trigger(self, request: dict[str, Any]) -> dict[str, Any]:
         action = request.get("action")
         if not isinstance(action, str) or not action:
-            return {"ok": False, "error": "trigger needs an action"}
+            return {"ok": False, "error": "A trigger needs an action."}
+        problem = trigger_problem(request)
+        if problem is not None:
+            return {"ok": False, "error": f"Malformed trigger request: {problem}."}
         outputs = request.get("output") or ["clipboard", "notify"]
-        variables = request.get("vars") or {}
-        text = request.get("text")
-        if not (isinstance(outputs, list) and isinstance(variables, dict)
-                and (text is None or isinstance(text, str))):  # fmt: skip
-            return {"ok": False, "error": "malformed trigger request"}
         future: Future[Any] = Future()
-        job = Job(action=action, source=str(request.get("source") or "clipboard"),
-                  outputs=tuple(str(o) for o in outputs),
-                  vars={str(k): str(v) for k, v in variables.items()},
-                  model=request.get("model"), origin="trigger", text=text,
+        job = Job(action=action, source=request.get("source") or "clipboard",
+                  outputs=tuple(outputs),
+                  vars={k: str(v) for k, v in (request.get("vars") or {}).items()},
+                  model=request.get("model"), origin="trigger", text=request.get("text"),
                   future=future if request.get("wait", True) else None)  # fmt: skip
         if not self.service.submit(job):
             return {"ok": False, "error": "yomitori is busy; try again."}
         if job.future is None:
             return {"ok": True, "queued": True}
+        timeout = request.get("timeout", 600)
         try:
-            result = future.result(timeout=float(request.get("timeout", 600)))
+            result = future.result(timeout=min(timeout, threading.TIMEOUT_MAX))
         except Cancelled:
             return {"ok": False, "error": "Cancelled."}
         except YomitoriError as err:
@@ -382,6 +381,33 @@ def _say_done(done: Any) -> None:
     went = f", {done.went}" if done.went else ""
     _say(f"{time.strftime('%H:%M:%S')}  {done.title} ({done.action}): {done.outcome} "
          f"in {done.seconds:.1f} s{went}")  # fmt: skip
+
+
+COMMANDS = ("ping", "status", "trigger", "reload", "cancel", "free", "quit")
+
+
+def trigger_problem(request: dict[str, Any]) -> str | None:
+    """What is wrong with a trigger request's fields (any may be missing), or None."""
+    from daemon.config import OUTPUTS
+
+    for key in ("source", "text", "model"):
+        if request.get(key) is not None and not isinstance(request[key], str):
+            return f"{key} must be a text"
+    outputs = request.get("output")
+    if outputs is not None and not (isinstance(outputs, list)
+                                    and all(o in OUTPUTS for o in outputs)):  # fmt: skip
+        return f"output must be a list of {', '.join(OUTPUTS)}"
+    variables = request.get("vars")
+    if variables is not None and not (isinstance(variables, dict) and all(
+            isinstance(v, (str, int, float)) and not isinstance(v, bool)
+            for v in variables.values())):  # fmt: skip
+        return "vars must be an object of texts or numbers"
+    if not isinstance(request.get("wait", True), bool):
+        return "wait must be true or false"
+    timeout = request.get("timeout", 600)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        return "timeout must be a number of seconds above 0"
+    return None
 
 
 def stop_signals() -> list[signal.Signals]:

@@ -18,6 +18,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,10 @@ from daemon.errors import YomitoriError
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 64 * 1024
-READ_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 5.0  # for the whole request, however slowly it trickles in
+# Refusals, in the words the client shows (``yomitori: …``).
+TOO_LARGE = f"The request is larger than {MAX_REQUEST} bytes."
+READ_FAILED = "The request could not be read."
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 NOT_RUNNING = "yomitori is not running (start it with: yomitori run)."
 # Windows: where the lock file keeps its lock.  msvcrt's locks are mandatory, so
@@ -105,9 +109,9 @@ def _parse_request(data: bytes) -> dict[str, Any] | str:
     try:
         request = json.loads(data.split(b"\n", 1)[0])
     except ValueError:
-        return "malformed request (one JSON object per line expected)"
+        return "Malformed request: one JSON object per line is expected."
     if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
-        return "malformed request (an object with a 'cmd' is expected)"
+        return "Malformed request: an object with a 'cmd' text is expected."
     return request
 
 
@@ -119,7 +123,8 @@ def _answer(handler: Handler, request: dict[str, Any] | str) -> dict[str, Any]:
         return handler(request)
     except Exception as err:  # one bad request never takes the daemon down
         log.exception("IPC handler failed")
-        return {"ok": False, "error": f"internal error ({type(err).__name__})"}
+        return {"ok": False, "error": f"Internal error ({type(err).__name__}); details are in "
+                                      "the log."}  # fmt: skip
 
 
 def _reply(conn: socket.socket, message: dict[str, Any]) -> None:
@@ -128,21 +133,24 @@ def _reply(conn: socket.socket, message: dict[str, Any]) -> None:
 
 
 def _read_request(conn: socket.socket) -> dict[str, Any] | str:
-    """The request, or an error text for the reply."""
-    conn.settimeout(READ_TIMEOUT_S)
+    """The request, or an error text for the reply.  Never more than about
+    :data:`MAX_REQUEST` bytes are read, nor for longer than :data:`READ_TIMEOUT_S`."""
+    deadline = time.monotonic() + READ_TIMEOUT_S
     data = b""
     try:
         while b"\n" not in data:
+            conn.settimeout(max(0.001, deadline - time.monotonic()))
             chunk = conn.recv(65536)
             if not chunk:
                 break
             data += chunk
             if len(data) > MAX_REQUEST:
-                return f"request larger than {MAX_REQUEST} bytes"
+                return TOO_LARGE
     except TimeoutError:
-        return "request incomplete"
+        return "The request did not arrive in time (one JSON line, then the reply)."
     except OSError as err:
-        return f"read failed ({err})"
+        log.info("IPC read failed: %s", err)
+        return READ_FAILED
     return _parse_request(data)
 
 
@@ -164,7 +172,7 @@ class UnixServer:
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
-        sock.listen(16)
+        sock.listen(128)
         self._sock = sock
         threading.Thread(target=self._accept_loop, name="ipc-accept", daemon=True).start()
 
@@ -181,7 +189,7 @@ class UnixServer:
     def _serve(self, conn: socket.socket) -> None:
         with conn:
             if not _same_user(conn):
-                _reply(conn, {"ok": False, "error": "not the daemon's user"})
+                _reply(conn, {"ok": False, "error": "Not the daemon's user."})
                 return
             _reply(conn, _answer(self.handler, _read_request(conn)))
 
@@ -214,23 +222,40 @@ def make_server(handler: Handler) -> Any:
     return UnixServer(handler)
 
 
-def request(message: dict[str, Any], timeout: float | None = 10.0) -> dict[str, Any]:
-    """Send one request to the running daemon and return its reply."""
+def connect(path: Path, timeout: float | None) -> socket.socket:
+    """A connection to the daemon's socket.  A full listen queue (a burst of clients
+    the daemon is still accepting) is waited out, up to ``timeout``; with a timeout
+    the socket does not block, so connect() says EAGAIN instead of waiting itself."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path))
+            return sock
+        except BlockingIOError:
+            sock.close()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise YomitoriError("The daemon did not answer in time.") from None
+            time.sleep(0.01)
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            raise DaemonNotRunning(NOT_RUNNING) from None
+        except OSError as err:
+            sock.close()
+            raise YomitoriError(f"Cannot reach the daemon at {path} ({err}).") from None
+
+
+def request(
+    message: dict[str, Any], timeout: float | None = 10.0, path: Path | None = None
+) -> dict[str, Any]:
+    """Send one request to the running daemon (on POSIX, the one at ``path``) and
+    return its reply."""
     if platform.is_windows():
         from daemon.desktop.ipc_pipe import pipe_request
 
         return pipe_request(message, timeout)
-    path = socket_path()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(str(path))
-    except (FileNotFoundError, ConnectionRefusedError):
-        sock.close()
-        raise DaemonNotRunning(NOT_RUNNING) from None
-    except OSError as err:
-        sock.close()
-        raise YomitoriError(f"Cannot reach the daemon at {path} ({err}).") from None
+    sock = connect(path or socket_path(), timeout)
     data = b""
     with sock:
         try:

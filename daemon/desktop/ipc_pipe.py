@@ -21,7 +21,9 @@ from daemon import platform
 from daemon.desktop.ipc import (
     MAX_REQUEST,
     NOT_RUNNING,
+    READ_FAILED,
     READ_TIMEOUT_S,
+    TOO_LARGE,
     DaemonNotRunning,
     Handler,
     _answer,
@@ -59,14 +61,21 @@ def _mac(key: bytes, role: bytes, nonce: bytes) -> bytes:
     return hmac.new(key, role + nonce, hashlib.sha256).digest()
 
 
+class _TooLarge(OSError):
+    """A message longer than the reader's limit."""
+
+
 def _recv(conn: Any, limit: int, timeout: float | None = READ_TIMEOUT_S) -> bytes:
-    """One message; OSError/EOFError when none comes in time or it is too large."""
+    """One message; OSError/EOFError when none comes in time or it is too large.  A
+    message over ``limit`` is refused from its length, before any of it is read."""
     if timeout is not None and not conn.poll(timeout):
         raise TimeoutError("no answer in time")
-    data = conn.recv_bytes()
-    if len(data) > limit:
-        raise OSError(f"message larger than {limit} bytes")
-    return data
+    try:
+        return conn.recv_bytes(limit)
+    except OSError as err:
+        if err.errno is None:  # multiprocessing's own "bad message length": over the limit
+            raise _TooLarge(f"message larger than {limit} bytes") from None
+        raise
 
 
 def _server_handshake(conn: Any, key: bytes) -> bool:
@@ -158,13 +167,14 @@ class PipeServer:
             if not _server_handshake(conn, self._key):
                 log.info("IPC connection refused: no valid key")
                 return
+            request: dict[str, Any] | str
             try:
-                data = _recv(conn, 1 << 30)
+                request = _parse_request(_recv(conn, MAX_REQUEST))
+            except _TooLarge:
+                request = TOO_LARGE
             except (OSError, EOFError) as err:
-                request: dict[str, Any] | str = f"read failed ({err})"
-            else:
-                request = (f"request larger than {MAX_REQUEST} bytes" if len(data) > MAX_REQUEST
-                           else _parse_request(data))  # fmt: skip
+                log.info("IPC read failed: %s", err)
+                request = READ_FAILED
             response = _answer(self.handler, request)
             with contextlib.suppress(OSError):
                 conn.send_bytes(json.dumps(response, ensure_ascii=False).encode())
