@@ -39,6 +39,8 @@ class ActionResult:
     # True when reasoning or a stray tag was shown while streaming, so a
     # terminal should reprint the clean ``text``.
     stream_was_dirty: bool = False
+    # What an OCR step read, for an action that went on from it (history, the window).
+    read: str = ""
 
 
 def is_image(data: bytes) -> bool:

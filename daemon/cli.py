@@ -29,7 +29,7 @@ from daemon.cli_daemon import (
     cmd_status,
     cmd_trigger,
 )
-from daemon.config import SOURCES, template_folders
+from daemon.config import OUTPUTS, SOURCES, template_folders
 from daemon.errors import Cancelled, UserInputError, YomitoriError
 from daemon.models import TINY, load_models, tiny_available
 from daemon.prompts import load_templates
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     trigger.add_argument(
         "--output",
         action="append",
-        choices=("clipboard", "paste", "notify"),
+        choices=OUTPUTS,
         help="where the result goes (repeatable; default clipboard + notify)",
     )
     trigger.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

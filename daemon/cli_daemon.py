@@ -187,9 +187,21 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(json.dumps([e.as_dict() for e in entries], ensure_ascii=False))
         return 0
     for entry in entries:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.ts))
-        print(f"{when}  {entry.action}  [{entry.source}, {entry.model}]\n  {entry.output}")
+        print("\n".join(history_lines(entry)))
     return 0
+
+
+def history_lines(entry: Any) -> list[str]:
+    """One entry for a terminal: a heading, what it read (a region's OCR text, the
+    clipboard's start), and the result with every line indented, so a multi-line
+    result (four variations) stays readable and one entry ends where the next begins."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.ts))
+    lines = [f"{when}  {entry.action}  ({entry.source}, {entry.model})"]
+    read = " ".join(entry.input_excerpt.split())
+    if read:
+        lines.append(f"  from: {read if len(read) <= 90 else read[:89] + '…'}")
+    lines += [f"  {line}" if line.strip() else "" for line in entry.output.splitlines()]
+    return [*lines, ""]
 
 
 def cmd_capture(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ HOTKEYS_FILE = "hotkeys.toml"
 PROMPTS_DIR = "prompts"
 _TOP_KEYS = ("settings", "binding")
 SOURCES = ("clipboard", "selection", "region", "last_region", "clipboard_image")
-OUTPUTS = ("clipboard", "paste", "notify")
+OUTPUTS = ("clipboard", "paste", "notify", "window")
 _BINDING_KEYS = ("hotkey", "action", "source", "output", "vars", "model", "enabled")
 _DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(s|m|h|min)?\s*$")
 

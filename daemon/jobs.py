@@ -38,6 +38,11 @@ class DesktopIO(Protocol):
 
     def read_clipboard_image(self) -> bytes | None: ...
 
+    def window(self, message: dict[str, Any]) -> None:
+        """Drive a result window (``{"do": "open" | "text" | "done" | "failed" | "ask",
+        "tag", …}``, see daemon/sources/result_window.py); what the user does there
+        comes back to :meth:`daemon.service.Service.window_event`."""
+
 
 @dataclass
 class Job:
@@ -100,6 +105,8 @@ def deliver(
         elif "clipboard" in job.outputs:
             io.write_clipboard(result.text)
             went.append("copied")
+        if "window" in job.outputs and not went:
+            went.append("shown")
     except YomitoriError as err:
         # The result is not lost: history keeps it, a trigger caller gets it.
         log.warning("%s: result not delivered: %s", job.action, err)

@@ -174,11 +174,13 @@ def run(
     model = ""
     dirty = False
     finish = "stop"
+    read = ""
     for index, step in enumerate(steps):
         last = index == len(steps) - 1
         if step == OCR:
             text, timings = _ocr(current, templates, tools, values.get("engine", "rapidocr"))
             model = model or values.get("engine", "rapidocr")
+            read = read or text
         else:
             template = templates.get(step)
             mine = {k: v for k, v in values.items() if k in template.variables}
@@ -201,7 +203,7 @@ def run(
     totals["total_s"] = round(time.perf_counter() - started, 4)
     totals["load_s"] = round(totals["load_s"], 4)
     return ActionResult(action=name, text=current.text or "", model=model, timings=totals,
-                        finish_reason=finish, stream_was_dirty=dirty)  # fmt: skip
+                        finish_reason=finish, stream_was_dirty=dirty, read=read)  # fmt: skip
 
 
 def _llm(template: Template, payload: Payload, tools: Tools, values: Mapping[str, str],

@@ -9,6 +9,7 @@ text above DEBUG), shown as a notification, and the loop keeps running.
 
 from __future__ import annotations
 
+import base64
 import logging
 import queue
 import threading
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 BUSY_NOTE_S = 3.0
 # A model load that takes longer than this is said in a notification.
 LOADING_NOTE_S = 1.0
+# Result windows kept for Retry; a paste from one waits this long for focus to return.
+WINDOWS_KEPT = 8
+PASTE_AFTER_CLOSE_S = 0.15
 
 
 @dataclass
@@ -169,6 +173,11 @@ class Service:
         self.done_listeners: list[Callable[[Done], None]] = []
         self._progress_noted = -BUSY_NOTE_S
         self._stopping = False
+        # Result windows by job tag (the job as taken, for Retry); refused: over a game.
+        self._windows: dict[str, _Ready] = {}
+        self._refused: set[str] = set()
+        self.last_result: tuple[str, str, str] | None = None  # title, source, text
+        self._shown = 0
         self._pending = 0  # jobs taken in and not yet started (what queue_size limits)
         self._counted: set[int] = set()  # … by id
         self._pending_lock = threading.Lock()
@@ -379,6 +388,7 @@ class Service:
         with self._pending_lock:
             busy = self.running is not None or bool(self._waiting) or self._loading is not None
             self._waiting.append(job)
+        self._open_window(ready, "Queued…" if busy else "Working…")
         self._queue.put(ready)
         self._changed()
         if busy:
@@ -407,6 +417,97 @@ class Service:
             spec = model()
         return _Ready(job, plan, payload, spec)
 
+    # -- the result window ------------------------------------------------------------
+    def _open_window(self, ready: _Ready, status: str) -> None:
+        job = ready.job
+        if "window" not in job.outputs or job.tag is None:
+            return
+        self._windows[job.tag] = ready
+        while len(self._windows) > WINDOWS_KEPT:
+            self._windows.pop(next(iter(self._windows)))
+        message: dict[str, Any] = {"do": "open", "tag": job.tag, "status": status,
+                                   "title": pipeline.title_of(job.action, self.templates),
+                                   "source": ready.payload.text or ""}  # fmt: skip
+        if ready.payload.image is not None:
+            message["image"] = base64.b64encode(ready.payload.image).decode()
+        if not self._window(message):
+            self._refused.add(job.tag)  # no window here (no display): a notification
+
+    def _window(self, message: dict[str, Any]) -> bool:
+        """Send to the result window; False when there is none to show (no display, the
+        overlay process gone), which never fails the job."""
+        try:
+            self.io.window(message)
+        except Exception as err:
+            log.info("result window unavailable (%s)", type(err).__name__)
+            return False
+        return True
+
+    def window_event(self, event: dict[str, Any]) -> None:
+        """What the user did in a result window (on the overlay's reader thread)."""
+        tag, action = str(event.get("tag") or ""), event.get("action")
+        text = event.get("text")
+        try:
+            if action == "copy" and isinstance(text, str):
+                self.io.write_clipboard(text)
+            elif action == "paste" and isinstance(text, str):
+                time.sleep(PASTE_AFTER_CLOSE_S)  # the window's focus goes back first
+                self.io.paste(text, None, keep=False)
+            elif action == "retry" and tag in self._windows:
+                self._retry(self._windows[tag])
+            elif action == "refused":
+                self._refused.add(tag)
+        except YomitoriError as err:
+            self.io.notify("Result window", str(err))
+
+    def _retry(self, ready: _Ready) -> None:
+        """The same input again, through the queue, into the same window."""
+        job = replace(ready.job, future=None)
+        with self._pending_lock:
+            if self._stopping or self._pending >= self.settings.queue_size:
+                self._window({"do": "failed", "tag": job.tag,
+                                "message": "yomitori is busy; try again."})  # fmt: skip
+                return
+            self._pending += 1
+            self._counted.add(id(job))
+            self._waiting.append(job)
+        self.accepted += 1
+        job.started = time.monotonic()
+        again = _Ready(job, ready.plan, ready.payload, ready.spec)
+        self._windows[str(job.tag)] = again
+        self._queue.put(again)
+        self._changed()
+
+    def unavailable(self, action: str) -> str | None:
+        """Why the current model cannot run ``action`` (for the tray to grey it out), or
+        None.  From the config alone, no server asked: a server's answer comes when the
+        action runs."""
+        values = {"engine": self.settings.ocr_engine}
+        try:
+            pipeline.model_for(action, self.templates, values, self.model_name, self.models)
+        except YomitoriError as err:
+            return str(err)
+        return None
+
+    def show_last(self) -> None:
+        """The tray's "Show last result": this session's, else the history's newest."""
+        last = self.last_result
+        if last is None and self.history is not None:
+            entries = self.history.recent(1)
+            if entries:
+                entry = entries[0]
+                last = (pipeline.title_of(entry.action, self.templates), entry.input_excerpt,
+                        entry.output)  # fmt: skip
+        if last is None:
+            self.io.notify("No result yet", "Run an action first; its result shows here.")
+            return
+        self._shown += 1
+        tag = f"last-{self._shown}"
+        title, source, text = last
+        self._window({"do": "open", "tag": tag, "title": title, "source": source,
+                        "status": ""})  # fmt: skip
+        self._window({"do": "done", "tag": tag, "text": text, "status_after": "Done."})
+
     def _preload(self, spec: ModelSpec | None) -> None:
         """Load the region's model while the user drags, when nothing else runs or waits
         (then the jobs ahead load what they need, in order)."""
@@ -419,8 +520,8 @@ class Service:
 
     def _note_waiting(self, job: Job, spec: ModelSpec | None) -> None:
         """Said once for a burst of presses: the job waits (for another, or a load)."""
-        if job.origin not in ("hotkey", "tray"):
-            return
+        if job.origin not in ("hotkey", "tray") or "window" in job.outputs:
+            return  # a result window says it itself
         if time.monotonic() - self._progress_noted < BUSY_NOTE_S:
             return
         self._progress_noted = time.monotonic()
@@ -556,7 +657,9 @@ class Service:
             self._finish(job, "failed")
             raise err
         self._set_error(message)
-        if "notify" in job.outputs or job.origin in ("hotkey", "tray"):
+        if "window" in job.outputs and job.tag in self._windows:
+            self._window({"do": "failed", "tag": job.tag, "message": message})
+        elif "notify" in job.outputs or job.origin in ("hotkey", "tray"):
             self.io.notify(f"{title} failed", message, tag=job.tag)
         self._finish(job, "failed")
         if job.future is not None:
@@ -606,20 +709,36 @@ class Service:
                 note.cancel()
             self._set_state("busy")
 
+        windowed = "window" in job.outputs and job.tag not in self._refused
+
+        def stream(piece: str) -> None:
+            self._window({"do": "text", "tag": job.tag, "text": piece})
+
         try:
             result = runner.execute(ready.plan, self.templates, payload, spec, self.engines,
                                     self.ocr, self.settings.max_image_side,
+                                    on_text=stream if windowed else None,
                                     on_loading=loading, on_busy=busy)  # fmt: skip
         finally:
             self._loading = None
             if note is not None:
                 note.cancel()
         title = pipeline.title_of(job.action, self.templates)
+        if job.tag in self._refused and "window" in job.outputs:
+            # No window over a game (or no display): a notification says it instead.
+            outputs = tuple(o for o in job.outputs if o != "window")
+            job = replace(job, outputs=tuple(dict.fromkeys((*outputs, "notify"))))
         went = deliver(self.io, job, result, self.settings.notify_chars, title,
                        history=self.history is not None and self.settings.history)  # fmt: skip
+        self.last_result = (title, payload.text or result.read, result.text)
+        if windowed:
+            self._window({"do": "done", "tag": job.tag, "text": result.text,
+                            "source": payload.text or result.read,
+                            "status_after": f"Done: {went}." if went else "Done."})  # fmt: skip
         if self.history is not None and self.settings.history:
-            self.history.add(job.action, payload.source, payload.text or "", result.text,
-                             result.model, result.timings)  # fmt: skip
+            # A region's input is the text its OCR step read (an image has no other).
+            self.history.add(job.action, payload.source, payload.text or result.read,
+                             result.text, result.model, result.timings)  # fmt: skip
         self._finish(job, "done", went)
         return result
 

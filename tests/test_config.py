@@ -81,7 +81,9 @@ def test_shipped_text_bindings_use_clipboard():
     bindings = by_action(load_config([SHIPPED]))
     for action in ("translate_en", "variations"):
         assert bindings[action].source == "clipboard"
-        assert bindings[action].output == ("clipboard", "notify")
+    assert bindings["translate_en"].output == ("clipboard", "notify")
+    # Variations go to the result window, where one is picked with 1–9.
+    assert bindings["variations"].output == ("window", "clipboard")
     assert bindings["variations"].vars == {"count": "4"}
     assert bindings["translate_en"].vars == {}
 
@@ -93,7 +95,8 @@ def test_shipped_image_bindings_use_a_region_or_a_copied_image():
         assert (action, "region") in pairs
     assert ("caption", "clipboard_image") in pairs
     for binding in config.bindings:
-        assert binding.output == ("clipboard", "notify")
+        if binding.action != "variations":
+            assert binding.output == ("clipboard", "notify")
 
 
 def test_shipped_bindings_are_canonical_distinct_and_located():
@@ -628,7 +631,7 @@ def test_bad_output_named(tmp_path, value):
         tmp_path, f'hotkey = "<ctrl>+<alt>+x"\naction = "a"\noutput = {value}\n'
     )
     assert message.startswith(key_at(user, "output"))
-    assert "output must be a non-empty list of clipboard, paste, notify" in message
+    assert "output must be a non-empty list of clipboard, paste, notify, window" in message
     assert ("'screen'" in message) == ("screen" in value)  # the bad value is named
 
 
@@ -842,7 +845,7 @@ def test_every_problem_of_every_file_is_reported_at_once(tmp_path):
         "not 'growl'.",
         f"{second}, line 4: source must be one of clipboard, selection, region, last_region, "
         "clipboard_image, not 'camera'.",
-        f"{second}, line 5: output must be a non-empty list of clipboard, paste, notify; "
+        f"{second}, line 5: output must be a non-empty list of clipboard, paste, notify, window; "
         "'screen' is none of them.",
         f"{second}, line 8: hotkey 'q' has no modifier (<ctrl>, <alt> or <cmd>) and would fire "
         "while you type.",

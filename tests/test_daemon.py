@@ -519,3 +519,24 @@ def test_on_wayland_regions_come_from_the_desktops_screenshot_portal(desk, tmp_p
     finally:
         daemon.stop()
         portal.terminate()
+
+
+def _result_windows(desk) -> list[str]:
+    found = desk.run("xdotool", "search", "--onlyvisible", "--class", "YomitoriResult")
+    return found.stdout.split()
+
+
+def test_a_result_window_shows_the_result_and_copies_it_back_through_the_daemon(desk, daemon):
+    desk.set_clipboard("untouched")
+    done = daemon.cli("trigger", "translate_en", "--text", "夕焼けの海", "--output", "window",
+                      "--set", "max_tokens=16", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)["text"]
+    windows = wait_for(lambda: _result_windows(desk), 15)
+    assert windows, daemon.log()
+    assert desk.clipboard() == "untouched"  # the window alone was asked for
+    desk.run("xdotool", "windowfocus", "--sync", windows[0])
+    desk.key("ctrl+c")  # the window's Copy: the daemon writes the clipboard
+    assert wait_for(lambda: desk.clipboard() == result, 10), daemon.log()
+    desk.key("Escape")
+    assert wait_for(lambda: not _result_windows(desk), 10)

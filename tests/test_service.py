@@ -64,6 +64,7 @@ class FakeDesktop:
         self.calls: list[tuple[Any, ...]] = []
         self.notes: list[tuple[str, str]] = []
         self.tags: list[str | None] = []
+        self.windows: list[dict[str, Any]] = []
         self.writes: list[str] = []
         self.pastes: list[tuple[str, str | None, bool]] = []
 
@@ -99,6 +100,10 @@ class FakeDesktop:
     def read_clipboard_image(self) -> bytes | None:
         self.calls.append(("read_clipboard_image",))
         return self.clipboard_image
+
+    def window(self, message: dict[str, Any]) -> None:
+        self.calls.append(("window", message.get("do")))
+        self.windows.append(message)
 
     def called(self, name: str) -> list[tuple[Any, ...]]:
         return [call for call in self.calls if call[0] == name]
@@ -1602,3 +1607,74 @@ def test_stop_cancels_the_running_job_and_drops_the_waiting_ones(make: Make) -> 
     assert h.engine.unloads >= 1
     assert not h.service.submit(tr())  # a stopping service takes nothing new
     assert h.service.status()["queue"] == 0
+
+
+# --- the result window -----------------------------------------------------------------
+
+
+def window_steps(io: FakeDesktop) -> list[tuple[str, str]]:
+    return [(m["do"], m.get("text") or m.get("status") or m.get("message") or "")
+            for m in io.windows]  # fmt: skip
+
+
+def test_a_window_job_streams_into_its_window(h: Harness) -> None:
+    h.engine.then("A cat sits.")
+    h.hotkey(tr(outputs=("window",)))
+    assert window_steps(h.io) == [("open", "Working…"), ("text", "A cat sits."),
+                                  ("done", "A cat sits.")]  # fmt: skip
+    opened, _, done = h.io.windows
+    assert opened["title"] == "Translate to a prompt"
+    assert opened["source"] == "猫が座っている"  # what it came from
+    assert done["tag"] == opened["tag"]
+    assert done["status_after"] == "Done: shown."
+    assert h.io.notes == [] and h.io.writes == []  # the window alone, as asked
+
+
+def test_window_buttons_copy_paste_and_retry(h: Harness) -> None:
+    h.engine.then("first", "second")
+    h.hotkey(tr(outputs=("window",)))
+    tag = h.io.windows[0]["tag"]
+    h.service.window_event({"ev": "window", "tag": tag, "action": "copy", "text": "2. a fox"})
+    assert h.io.writes == ["2. a fox"]
+    h.service.window_event({"ev": "window", "tag": tag, "action": "paste", "text": "first"})
+    assert h.io.pastes == [("first", None, False)]
+    h.service.window_event({"ev": "window", "tag": tag, "action": "retry"})
+    h.settle()
+    # The same input again, into the same window, without reading the clipboard again.
+    assert [m["text"] for m in h.io.windows if m["do"] == "done"] == ["first", "second"]
+    assert {m["tag"] for m in h.io.windows} == {tag}
+    assert [c for c in h.io.calls if c[0] == "read_clipboard"] == [("read_clipboard",)]
+    assert h.engine.calls[0][0] == h.engine.calls[1][0]  # the very same messages
+
+
+def test_a_window_refused_over_a_fullscreen_game_becomes_a_notification(h: Harness) -> None:
+    h.engine.block()
+    h.service.submit(tr(outputs=("window",)))
+    wait_for(lambda: h.engine.entered == 1, "the job to start")
+    tag = h.io.windows[0]["tag"]
+    h.service.window_event({"ev": "window", "tag": tag, "action": "refused"})
+    h.engine.release()
+    h.settle()
+    assert h.io.notes == [("Translate to a prompt", "A cat sits.")]
+
+
+def test_a_failure_is_said_in_the_window(h: Harness) -> None:
+    h.engine.then(EngineError("The model ran out of memory."))
+    h.hotkey(tr(outputs=("window",)))
+    assert window_steps(h.io)[-1] == ("failed", "The model ran out of memory.")
+    assert h.io.notes == []
+
+
+def test_a_region_window_shows_the_picture_then_what_ocr_read(make: Make, tmp_path) -> None:
+    history = History(tmp_path / "h.sqlite3")
+    h = make(history=history)
+    h.io.region = png(120, 40)
+    h.hotkey(Job(action="ocr_translate", source="region", outputs=("window", "clipboard")))
+    opened = h.io.windows[0]
+    assert opened["source"] == "" and opened["image"]  # a thumbnail until OCR has read
+    done = next(m for m in h.io.windows if m["do"] == "done")
+    assert done["source"] == "夕焼けの海"
+    assert done["status_after"] == "Done: copied."
+    # History keeps what OCR read as the input (it used to be empty for regions).
+    assert history.recent(1)[0].input_excerpt == "夕焼けの海"
+    history.close()

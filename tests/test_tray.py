@@ -23,6 +23,7 @@ class FakeDesktop:
     def __init__(self) -> None:
         self.clipboard = ""
         self.notes: list[tuple[str, str]] = []
+        self.windows: list[dict] = []
 
     def read_clipboard(self) -> str:
         return self.clipboard
@@ -38,6 +39,9 @@ class FakeDesktop:
 
     def notify(self, title: str, body: str, tag: str | None = None) -> None:
         self.notes.append((title, body))
+
+    def window(self, message: dict) -> None:
+        self.windows.append(message)
 
 
 class FakeEngine:
@@ -122,10 +126,39 @@ def test_menu_lists_actions_and_controls(tray):
     icon, _service, _stub = tray
     items = icon._items()
     names = labels(items)
-    for expected in ("translate_en", "variations", "caption", "ocr_vlm", "ocr", "Model",
-                     "Free VRAM now", "Pause hotkeys", "Recent", "Open config folder",
-                     "Reload config", "Quit"):  # fmt: skip
+    for expected in ("Translate to a prompt", "Prompt variations", "Caption as a prompt",
+                     "Read text (vision model)", "Read text", "Screen text to a prompt",
+                     "Show last result", "Model", "Free VRAM now", "Pause hotkeys", "Recent",
+                     "Open config folder", "Reload config", "Quit"):  # fmt: skip
         assert expected in names
+
+
+def test_actions_the_model_cannot_do_are_greyed_out(tray, tmp_path):
+    icon, service, _stub = tray
+    enabled = {item.text: item.enabled for item in icon.action_items()}
+    # Model a has no projector: the image actions cannot run; text and OCR can.
+    assert enabled["Caption as a prompt"] is False
+    assert enabled["Read text (vision model)"] is False
+    assert enabled["Translate to a prompt"] is True
+    assert enabled["Read text"] is True and enabled["Screen text to a prompt"] is True
+    assert "needs a vision model, and 'a' has none" in str(service.unavailable("caption"))
+    # No model at all: only what needs none (OCR) stays.
+    (tmp_path / "config" / "models.toml").write_text("", encoding="utf-8")
+    service.load()
+    enabled = {item.text: item.enabled for item in icon.action_items()}
+    assert enabled["Translate to a prompt"] is False and enabled["Read text"] is True
+
+
+def test_show_last_result_opens_a_window(tray):
+    icon, service, _stub = tray
+    find(icon._items(), "Show last result")(icon.icon)
+    assert service.io.notes[-1][0] == "No result yet"
+    service.last_result = ("Translate to a prompt", "猫", "A cat.")
+    find(icon._items(), "Show last result")(icon.icon)
+    opened, done = service.io.windows[-2:]
+    assert (opened["do"], opened["title"], opened["source"]) == ("open", "Translate to a prompt",
+                                                                 "猫")  # fmt: skip
+    assert (done["do"], done["text"], done["tag"]) == ("done", "A cat.", opened["tag"])
 
 
 def test_actions_queue_jobs_with_the_right_source(tray):
@@ -133,8 +166,8 @@ def test_actions_queue_jobs_with_the_right_source(tray):
     queued = []
     service.submit = lambda job: queued.append(job) or True
     items = icon._items()
-    find(items, "translate_en")(icon.icon)
-    find(items, "caption")(icon.icon)
+    find(items, "Translate to a prompt")(icon.icon)
+    find(items, "Caption as a prompt")(icon.icon)
     assert [(j.action, j.source, j.origin) for j in queued] == [
         ("translate_en", "clipboard", "tray"),
         ("caption", "region", "tray"),

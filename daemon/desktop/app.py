@@ -109,6 +109,9 @@ class DesktopBridge:
     def read_clipboard_image(self) -> bytes | None:
         return clipboard.read_image()
 
+    def window(self, message: dict[str, Any]) -> None:
+        self.overlay.window(message)
+
     def capture_region(self, repeat: bool = False) -> bytes:
         if use_portal(self.settings().region_capture):
             if repeat:
@@ -136,6 +139,8 @@ class Daemon:
                                ocr={name: RemoteOcr(ocr, name)
                                     for name in ("rapidocr", "tesseract")})  # fmt: skip
         self.server = ipc.make_server(self.handle)
+        # What the user does in a result window (it lives in the overlay's process).
+        self.service.io.overlay.on_event = self.service.window_event  # type: ignore[attr-defined]
         self.service.io.settings = lambda: self.service.settings  # type: ignore[attr-defined]
 
     def _load_config(self) -> Config:

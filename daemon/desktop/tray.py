@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from daemon import models, platform
+from daemon.pipeline import title_of
 from daemon.service import BUILTIN_ACTIONS, Job, Service
 from daemon.sinks.notify import CallableNotifier
 
@@ -153,6 +154,7 @@ class Tray:
         item, menu, sep = self.pystray.MenuItem, self.pystray.Menu, self.pystray.Menu.SEPARATOR
         return [
             *self.action_items(),
+            item("Show last result", lambda: self.service.show_last()),
             sep,
             item("Model", menu(self._model_items)),
             item("Free VRAM now", lambda: self.service.free_vram()),
@@ -165,12 +167,16 @@ class Tray:
         ]
 
     def action_items(self) -> list[Any]:
+        """Every action by its title; greyed out when the current model cannot do it
+        (no model, no vision), so a click never ends in an error."""
+        actions = [(name, "clipboard" if template.kind == "text" else "region")
+                   for name, template in self.service.templates.templates.items()]  # fmt: skip
+        actions += [(name, "region") for name in BUILTIN_ACTIONS]
         items = []
-        for name, template in sorted(self.service.templates.templates.items()):
-            source = "clipboard" if template.kind == "text" else "region"
-            items.append(self.pystray.MenuItem(name, self._runner(name, source)))
-        for name in BUILTIN_ACTIONS:
-            items.append(self.pystray.MenuItem(name, self._runner(name, "region")))
+        for name, source in sorted(actions, key=lambda a: title_of(a[0], self.service.templates)):
+            items.append(self.pystray.MenuItem(
+                title_of(name, self.service.templates), self._runner(name, source),
+                enabled=lambda _i, n=name: self.service.unavailable(n) is None))  # fmt: skip
         return items
 
     def _runner(self, action: str, source: str) -> Any:

@@ -27,6 +27,9 @@ class Channel:
         self._writer = writer
         self._send_lock = threading.Lock()
         self.inbox: queue.Queue[dict[str, Any]] = queue.Queue()
+        # Messages that are no answer to a request (``{"ev": "window", …}``: what the
+        # user did in a result window) go here as they arrive, not into the inbox.
+        self.on_event: Callable[[dict[str, Any]], None] | None = None
 
     def send(self, message: dict[str, Any]) -> None:
         data = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
@@ -51,8 +54,15 @@ class Channel:
                     message = json.loads(line)
                 except ValueError:
                     continue  # never let one garbled line take the channel down
-                if isinstance(message, dict):
-                    self.inbox.put(message)
+                if not isinstance(message, dict):
+                    continue
+                if message.get("ev") == "window" and self.on_event is not None:
+                    try:
+                        self.on_event(message)
+                    except Exception:  # the reader must go on
+                        log.warning("event handler failed", exc_info=True)
+                    continue
+                self.inbox.put(message)
         except (OSError, ValueError):
             pass
         if on_eof is not None:

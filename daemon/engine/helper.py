@@ -55,12 +55,15 @@ def serve(
     channel: Channel,
     handle: Callable[[Message], Message],
     interrupt: Callable[[], None] | None = None,
+    immediate: dict[str, Callable[[Message], None]] | None = None,
 ) -> None:
     """Answer requests one at a time until stop or end-of-file.
 
     With ``interrupt``, ``{"op": "cancel"}`` calls it at once, even while a request is
     being handled (a selection on screen), and so do stop and end-of-file, after which
-    requests still queued are refused.
+    requests still queued are refused.  ``immediate`` ops (with ``interrupt``) are
+    handled as they arrive, also while a request runs, and answered with nothing: the
+    result window's messages, which must not wait behind a selection.
     """
     requests: queue.Queue[Message] = channel.inbox
     stopping = threading.Event()
@@ -78,7 +81,13 @@ def serve(
                         interrupt()
                     except Exception:  # nothing to interrupt any more
                         log.debug("interrupt failed", exc_info=True)
-                if message.get("op") != "cancel":
+                op = message.get("op")
+                if immediate and op in immediate:
+                    try:
+                        immediate[op](message)
+                    except Exception:  # one bad message never stops the helper
+                        log.warning("%s message failed", op, exc_info=True)
+                elif op != "cancel":
                     requests.put(message)
                 if ending:
                     return
@@ -113,6 +122,8 @@ class HelperProcess:
         self._lock = threading.Lock()
         self._child: Child | None = None
         self._ids = 0
+        # What the user did in a window the helper shows (on its reader thread).
+        self.on_event: Callable[[Message], None] | None = None
 
     def set_log(self, path: Path) -> None:
         self._log = path
@@ -141,6 +152,15 @@ class HelperProcess:
             raise YomitoriError(f"{self.what.capitalize()} failed ({reply['message'][:160]}).")
         return reply
 
+    def post(self, message: Message) -> None:
+        """Send a message that gets no answer (the result window's), at once: also
+        while a request waits on screen.  Starts the helper if it is not running."""
+        child = self._child
+        if child is None or not child.alive:
+            with self._lock:
+                child = self._start_locked()
+        child.send(message)
+
     def interrupt(self) -> None:
         """Ask the helper to drop the request it is busy with (a helper that serves with
         an ``interrupt``); safe from any thread, a no-op when none runs."""
@@ -168,6 +188,7 @@ class HelperProcess:
             return self._child
         self._stop_locked()  # what is left of one that died
         self._child = child = Child(self.module, self._log)
+        child.channel.on_event = lambda message: self.on_event and self.on_event(message)
         try:
             first = child.receive(0, timeout=60)
         except (ChildDied, TimeoutError):

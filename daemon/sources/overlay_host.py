@@ -7,6 +7,8 @@ so a region hotkey pays neither Tk's start-up nor a process start.
 
 Requests (see :mod:`daemon.engine.helper`): ``{"op": "select", "repeat"}`` →
 ``{"region": {x, y, width, height} | null, "png": base64 | null}`` (null: cancelled).
+``{"op": "window", …}`` messages drive the result windows
+(:mod:`daemon.sources.result_window`), which share this process's Tk.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from daemon.engine.channel import Channel
 from daemon.engine.helper import HelperProcess, Message, error_reply, open_host, serve
+from daemon.engine.process import ChildDied
 from daemon.errors import Cancelled, UserInputError, YomitoriError
 from daemon.platform import give_back_memory
 
@@ -87,7 +90,20 @@ def _serve(channel: Channel, selector: Any) -> None:
         region.crop(shot).save(buffer, format="PNG", compress_level=1)
         return {"region": region.as_dict(), "png": base64.b64encode(buffer.getvalue()).decode()}
 
-    serve(channel, handle, interrupt=selector.cancel)  # cancel, stop: close the overlay
+    windows: list[Any] = []  # the result windows, made on the Tk thread when first needed
+
+    def window(message: Message) -> None:
+        def on_tk(root: Any) -> None:
+            if not windows:
+                from daemon.sources.result_window import ResultWindows
+
+                windows.append(ResultWindows(root, channel.send))
+            windows[0].handle(message)
+
+        selector.on_tk(on_tk)
+
+    # cancel, stop: close the overlay; window messages never wait behind a selection.
+    serve(channel, handle, interrupt=selector.cancel, immediate={"window": window})
     selector.close()
 
 
@@ -114,6 +130,16 @@ class RemoteSelector(HelperProcess):
 
     def __init__(self) -> None:
         super().__init__("daemon.sources.overlay_host", "overlay.log", "the screen overlay")
+
+    def window(self, message: Message) -> None:
+        """Drive a result window: ``{"do": "open" | "text" | "done" | …, "tag", …}``."""
+        try:
+            self.post({"op": "window", **message})
+        except ChildDied:
+            raise YomitoriError(
+                "The screen overlay's process stopped; the next region or "
+                "result window starts it again."
+            ) from None
 
     def select_png(self, repeat: bool = False) -> bytes:
         """The selected pixels as PNG; raises Cancelled when the user cancels."""

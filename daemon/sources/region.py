@@ -160,6 +160,11 @@ class RegionSelector:
         """Close the overlay as if Esc was pressed (safe from any thread)."""
         self._call(self._finish)
 
+    def on_tk(self, func: Callable[[tk.Misc], None]) -> None:
+        """Run ``func(root)`` on the Tk thread soon (safe from any thread): other windows
+        of this process (the result window) share its Tk."""
+        self._call(lambda: func(self._root))
+
     def close(self) -> None:
         """End the Tk thread; the selector cannot be used afterwards."""
         atexit.unregister(self.close)
