@@ -42,6 +42,11 @@ class ActionResult:
     # What an OCR step read, for an action that went on from it (history, the window).
     read: str = ""
 
+    def as_json(self) -> dict[str, Any]:
+        """The fields ``yomitori do --json`` and ``yomitori trigger --json`` both print."""
+        return {"action": self.action, "text": self.text, "model": self.model,
+                "timings": self.timings, "finish_reason": self.finish_reason}  # fmt: skip
+
 
 def is_image(data: bytes) -> bool:
     return data.startswith(IMAGE_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")

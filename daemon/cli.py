@@ -76,11 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     trigger = sub.add_parser("trigger", help="run an action inside the running daemon")
-    trigger.add_argument("action")
+    trigger.add_argument("action", help="an action, e.g. translate_en (see: yomitori templates)")
     trigger.add_argument(
         "--source",
         default="clipboard",
         choices=SOURCES,
+        help="where the input comes from (default: clipboard; region: select on screen)",
     )
     trigger.add_argument("--text", help="use this text instead of a source")
     trigger.add_argument(
@@ -89,13 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=OUTPUTS,
         help="where the result goes (repeatable; default clipboard + notify)",
     )
-    trigger.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    trigger.add_argument("--model")
+    trigger.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="a template variable or sampling option (repeatable)")  # fmt: skip
+    trigger.add_argument("--model", help="a model name from models.toml (default: the daemon's)")
     trigger.add_argument("--no-wait", action="store_true", help="return once queued")
-    trigger.add_argument("--json", action="store_true")
+    trigger.add_argument("--json", action="store_true",
+                         help="print one JSON object: text, model, timings")  # fmt: skip
 
     status = sub.add_parser("status", help="the daemon's state (exit 3 when it is not running)")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
     for name, text in (
         ("reload", "re-read hotkeys.toml, templates and models"),
         ("cancel", "stop the running generation"),
@@ -105,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=text)
 
     history = sub.add_parser("history", help="recent results (stored on this machine only)")
-    history.add_argument("--limit", type=int, default=20)
-    history.add_argument("--json", action="store_true")
+    history.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    history.add_argument("--json", action="store_true", help="print one JSON list")
     history.add_argument("--clear", action="store_true", help="delete the whole history")
 
     capture = sub.add_parser("capture", help="select a screen region; print it as JSON")
@@ -134,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="measure the daemon: hotkey → clipboard, idle memory and CPU (needs X)",
     )
-    bench.add_argument("--idle-seconds", type=float, default=60.0)
+    bench.add_argument("--idle-seconds", type=float, default=60.0,
+                       help="with --daemon: how long to measure idle CPU (default 60)")  # fmt: skip
     bench.add_argument(
         "--load",
         action="store_true",
@@ -153,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="OCR speed (and accuracy, with NAME.txt beside NAME.png) on DIR",
     )
-    bench.add_argument("--engine", default="rapidocr", choices=("rapidocr", "tesseract"))
+    bench.add_argument("--engine", default="rapidocr", choices=("rapidocr", "tesseract"),
+                       help="with --ocr: the OCR engine (default rapidocr)")  # fmt: skip
     bench.add_argument(
         "--overlay",
         action="store_true",
@@ -241,18 +246,7 @@ def cmd_do(args: argparse.Namespace) -> int:
     if stream and not result.timings.get("ttft_s"):
         stream = False  # nothing streamed (OCR only): print the text whole
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "action": result.action,
-                    "text": result.text,
-                    "model": result.model,
-                    "timings": result.timings,
-                    "finish_reason": result.finish_reason,
-                },
-                ensure_ascii=False,
-            )
-        )
+        print(json.dumps(result.as_json(), ensure_ascii=False))
     elif stream:
         print()
         if result.stream_was_dirty:

@@ -29,9 +29,15 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     }  # fmt: skip
     reply = ipc.request(message, timeout=None)
     if not reply.get("ok"):
-        raise YomitoriError(str(reply.get("error") or "the daemon refused the request"))
+        error = YomitoriError(str(reply.get("error") or "The daemon refused the request."))
+        code = reply.get("exit_code")
+        if isinstance(code, int) and not isinstance(code, bool):
+            error.exit_code = code  # the same code `yomitori do` gives for this failure
+        raise error
     if args.json:
-        print(json.dumps(reply, ensure_ascii=False))
+        # The fields `yomitori do --json` prints, or {"queued": true} with --no-wait.
+        fields = ("action", "text", "model", "timings", "finish_reason", "queued")
+        print(json.dumps({k: reply[k] for k in fields if k in reply}, ensure_ascii=False))
     elif "text" in reply:
         print(reply["text"])
     return 0

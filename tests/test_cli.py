@@ -440,3 +440,25 @@ def test_bindings_lists_every_problem_and_exits_non_zero(config_dir: Path) -> No
     assert f"{config_dir / 'hotkeys.toml'}, line 6: unknown action 'nope'." in done.stderr
     # What can work is still shown.
     assert "<alt>+<shift>+<cmd>+r" in done.stdout and "<f8>" not in done.stdout
+
+
+def test_every_subcommand_and_option_has_help_text() -> None:
+    import argparse
+
+    from daemon.cli import build_parser
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, name: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helps = {choice.dest: choice.help for choice in action._choices_actions}
+                for command, sub in action.choices.items():
+                    if not helps.get(command):
+                        missing.append(f"{name} {command}")
+                    walk(sub, f"{name} {command}")
+            elif not isinstance(action, argparse._HelpAction) and not action.help:
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "yomitori")
+    assert missing == []

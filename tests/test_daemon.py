@@ -256,7 +256,7 @@ def test_trigger_status_single_instance_and_socket_mode(daemon):
     )
     assert done.returncode == 0, done.stderr
     reply = json.loads(done.stdout)
-    assert reply["ok"] and reply["text"].strip() and reply["model"] == "tiny"
+    assert reply["text"].strip() and reply["model"] == "tiny"
     second = subprocess.run(
         [sys.executable, "-m", "daemon", "run", "--no-tray"],
         env=daemon.env,
@@ -540,3 +540,21 @@ def test_a_result_window_shows_the_result_and_copies_it_back_through_the_daemon(
     assert wait_for(lambda: desk.clipboard() == result, 10), daemon.log()
     desk.key("Escape")
     assert wait_for(lambda: not _result_windows(desk), 10)
+
+
+def test_trigger_and_do_agree_on_json_fields_and_exit_codes(daemon):
+    """The same request through the daemon and without it: the same JSON keys, and the
+    same exit code for each kind of failure (2: the user's mistake)."""
+    args = ("translate_en", "--text", "桜", "--set", "max_tokens=4", "--json")
+    through = daemon.cli("trigger", *args, "--output", "notify")
+    alone = daemon.cli("do", *args)
+    assert through.returncode == alone.returncode == 0, (through.stderr, alone.stderr)
+    assert set(json.loads(through.stdout)) == set(json.loads(alone.stdout)) == {
+        "action", "text", "model", "timings", "finish_reason"}  # fmt: skip
+    for wrong in (("nope", "--text", "x"),
+                  ("translate_en", "--text", "x", "--set", "style=haiku"),
+                  ("translate_en", "--text", "x", "--set", "colour=red")):  # fmt: skip
+        through = daemon.cli("trigger", *wrong, "--output", "notify")
+        alone = daemon.cli("do", *wrong)
+        assert (through.returncode, alone.returncode) == (2, 2), wrong
+        assert through.stderr.startswith("yomitori: ") and "Traceback" not in through.stderr

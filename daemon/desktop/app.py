@@ -347,10 +347,11 @@ class Daemon:
     def _trigger(self, request: dict[str, Any]) -> dict[str, Any]:
         action = request.get("action")
         if not isinstance(action, str) or not action:
-            return {"ok": False, "error": "A trigger needs an action."}
+            return {"ok": False, "error": "A trigger needs an action.", "exit_code": 2}
         problem = trigger_problem(request)
         if problem is not None:
-            return {"ok": False, "error": f"Malformed trigger request: {problem}."}
+            return {"ok": False, "error": f"Malformed trigger request: {problem}.",
+                    "exit_code": 2}  # fmt: skip
         outputs = request.get("output") or ["clipboard", "notify"]
         future: Future[Any] = Future()
         job = Job(action=action, source=request.get("source") or "clipboard",
@@ -366,13 +367,13 @@ class Daemon:
         try:
             result = future.result(timeout=min(timeout, threading.TIMEOUT_MAX))
         except Cancelled:
-            return {"ok": False, "error": "Cancelled."}
+            return {"ok": False, "error": "Cancelled.", "exit_code": Cancelled.exit_code}
         except YomitoriError as err:
-            return {"ok": False, "error": str(err)}
+            # The exit code `yomitori do` would give (2: the user's mistake, 1: a failure).
+            return {"ok": False, "error": str(err), "exit_code": err.exit_code}
         except TimeoutError:
             return {"ok": False, "error": "The action did not finish in time."}
-        return {"ok": True, "text": result.text, "model": result.model,
-                "timings": result.timings}  # fmt: skip
+        return {"ok": True, **result.as_json()}
 
 
 def _say(line: str) -> None:
