@@ -558,3 +558,74 @@ def test_trigger_and_do_agree_on_json_fields_and_exit_codes(daemon):
         alone = daemon.cli("do", *wrong)
         assert (through.returncode, alone.returncode) == (2, 2), wrong
         assert through.stderr.startswith("yomitori: ") and "Traceback" not in through.stderr
+
+
+MARKER = "灯台守の猫-7f3a"
+
+
+def test_no_user_text_reaches_the_log_or_the_terminal(desk, tmp_path):
+    """A marker through every source (text, clipboard, selection, region, copied image)
+    and every sink (clipboard, paste, notification, window, history), on success and on
+    failure: it is nowhere in the logs at INFO, nor in `yomitori run`'s own lines."""
+    from ocr_samples import Sample, font_path, render
+
+    if font_path() is None:
+        pytest.skip("needs a Japanese font (fonts-ipafont-gothic)")
+    picture = tmp_path / "marker.png"
+    render(Sample("marker", (MARKER,), size=28)).save(picture)
+    daemon = Daemon(desk).start()
+    windows = []
+    try:
+        every = ("--output", "clipboard", "--output", "notify", "--output", "window")
+        done = daemon.cli("trigger", "translate_en", "--text", MARKER, "--set", "max_tokens=8",
+                          *every)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        # Failures that carry the text: a bad choice, an image action on text, a model
+        # that is not there, a cancel.
+        for wrong in (("translate_en", "--text", MARKER, "--set", "style=haiku"),
+                      ("caption", "--text", MARKER),
+                      ("translate_en", "--text", MARKER, "--model", "absent")):  # fmt: skip
+            assert daemon.cli("trigger", *wrong, *every).returncode != 0
+        desk.set_clipboard(MARKER)
+        desk.key("super+alt+shift+t")  # clipboard → clipboard, notify
+        assert wait_for(lambda: desk.clipboard() != MARKER, 60), daemon.log()
+        ready = tmp_path / "ready"
+        windows.append(subprocess.Popen([sys.executable, "-c", TK_SELECTION, MARKER,
+                                         str(ready)], env=desk.full_env()))  # fmt: skip
+        assert wait_for(ready.exists, 15)
+        desk.run("xdotool", "search", "--sync", "--name", "yomitori-selection-source",
+                 "windowactivate", "--sync", "windowfocus", "--sync")  # fmt: skip
+        desk.key("super+alt+shift+s")  # selection → clipboard
+        assert wait_for(lambda: [h for h in daemon.history() if h["source"] == "selection"], 60)
+        desk.key("super+alt+shift+p")  # clipboard → paste into the selection window
+        assert wait_for(lambda: len(daemon.history()) >= 4, 60)
+        windows[0].terminate()
+        shown = tmp_path / "shown"
+        windows.append(subprocess.Popen([sys.executable, "-c", TK_PICTURE, str(picture),
+                                         str(shown)], env=desk.full_env()))  # fmt: skip
+        assert wait_for(shown.exists, 15)
+        desk.key("super+alt+shift+o")  # region → OCR → clipboard
+        time.sleep(1.0)  # the overlay shows the frozen screen
+        size = Image.open(picture).size
+        desk.run("xdotool", "mousemove", "100", "120", "mousedown", "1", "mousemove",
+                 str(100 + size[0] - 1), str(120 + size[1] - 1), "mouseup", "1")  # fmt: skip
+        assert wait_for(lambda: [h for h in daemon.history() if h["action"] == "ocr"], 60)
+        read = next(h for h in daemon.history() if h["action"] == "ocr")["output"]
+        assert "7f3a" in read, read  # OCR did read the marker, so it was there to leak
+        daemon.cli("trigger", "ocr", "--source", "last_region", *every)
+        outputs = [h["output"] for h in daemon.history()]
+    finally:
+        for window in windows:
+            window.terminate()
+        daemon.stop()
+    assert daemon.proc is not None and daemon.proc.stdout is not None
+    # Not read to end-of-file: an xclip the daemon started to serve the clipboard keeps
+    # the pipe open after the daemon exited.
+    os.set_blocking(daemon.proc.stdout.fileno(), False)
+    terminal = daemon.proc.stdout.read() or ""
+    logs = "\n".join(p.read_text(encoding="utf-8", errors="replace")
+                     for p in daemon.dirs["logs"].glob("*") if p.is_file())  # fmt: skip
+    assert "Hotkeys:" in terminal and "translate_en): done in" in terminal  # it did speak
+    for piece in (MARKER, "7f3a", "灯台守", *(o for o in outputs if len(o.strip()) >= 8)):
+        assert piece not in logs, f"{piece!r} is in the log"
+        assert piece not in terminal, f"{piece!r} is in the terminal output"

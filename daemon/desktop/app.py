@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import logging.handlers
+import queue
 import signal
 import threading
 import time
@@ -261,6 +262,7 @@ class Daemon:
         self.server.stop()
         log.info("yomitori stopped")
         _say("yomitori stopped.")
+        _console.flush()
 
     def _notifiers(self) -> list[notify_mod.Notifier]:
         handlers: list[notify_mod.Notifier] = []
@@ -376,10 +378,41 @@ class Daemon:
         return {"ok": True, **result.as_json()}
 
 
+class _Console:
+    """Lines for the terminal ``yomitori run`` was started from, written on a thread of
+    their own: a pipe nobody reads fills up and blocks its writer, and that must never
+    be a thread of the daemon (lines beyond a few hundred waiting are dropped)."""
+
+    def __init__(self) -> None:
+        self._lines: queue.Queue[str] = queue.Queue(maxsize=500)
+        self._thread: threading.Thread | None = None
+
+    def say(self, line: str) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._write, name="console", daemon=True)
+            self._thread.start()
+        with contextlib.suppress(queue.Full):
+            self._lines.put_nowait(line)
+
+    def _write(self) -> None:
+        while True:
+            line = self._lines.get()
+            with contextlib.suppress(OSError, ValueError):  # closed or detached
+                print(line, flush=True)
+
+    def flush(self, timeout: float = 1.0) -> None:
+        """Give what waits a moment to be written (at exit)."""
+        deadline = time.monotonic() + timeout
+        while not self._lines.empty() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+_console = _Console()
+
+
 def _say(line: str) -> None:
     """A line for the terminal ``yomitori run`` was started from (if any is left)."""
-    with contextlib.suppress(OSError, ValueError):  # closed or detached: the log has it
-        print(line, flush=True)
+    _console.say(line)
 
 
 def _say_done(done: Any) -> None:
