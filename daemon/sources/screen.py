@@ -13,7 +13,7 @@ import contextlib
 import logging
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -76,6 +76,9 @@ class Screenshot:
     of the virtual desktop (negative on Windows when a monitor is left of the primary).
     ``scale`` is image pixels per window-system unit: 1 on X11 and on DPI-aware Windows,
     2 on a Retina Mac, where mss reports monitors in points but grabs pixels.
+    ``bgrx`` is the same pixels as mss grabbed them (4 bytes each, blue first, rows of
+    ``width``), which is the X server's own layout: the overlay hands them to X as they
+    are (None where the grab had another shape).
     """
 
     image: Image.Image
@@ -83,6 +86,7 @@ class Screenshot:
     top: int
     monitors: tuple[Rect, ...]
     scale: float = 1.0
+    bgrx: bytes | bytearray | None = field(default=None, repr=False, compare=False)
 
     @property
     def width(self) -> int:
@@ -193,8 +197,29 @@ def monitor_tiles(shot: Screenshot, pointer: tuple[int, int] | None = None) -> l
 
 def dimmed(image: Image.Image, factor: float = DIM) -> Image.Image:
     """The frozen screen darkened for the overlay (a lookup table: a few ms for 4K)."""
-    table = [int(v * factor) for v in range(256)]
-    return image.point(table * len(image.getbands()))
+    return image.point(list(_dim_table(factor)) * len(image.getbands()))
+
+
+def dimmed_bgrx(shot: Screenshot, box: Box) -> bytes:
+    """``box`` of the screenshot's BGRX pixels, dimmed as :func:`dimmed` does, in rows of
+    the box's width: one table lookup per byte of the grab (padding bytes included), never
+    through the RGB image (``bytes.translate`` beats Pillow's point and unpacking here)."""
+    assert shot.bgrx is not None
+    x0, y0, x1, y1 = box
+    stride, table = shot.width * 4, _dim_table(DIM)
+    if x0 == 0 and x1 == shot.width:
+        rows = memoryview(shot.bgrx)[y0 * stride : y1 * stride]
+        return rows.tobytes().translate(table) if y0 or y1 != shot.height else (
+            shot.bgrx.translate(table))  # fmt: skip
+    pixels = memoryview(shot.bgrx)
+    return b"".join(
+        pixels[y * stride + x0 * 4 : y * stride + x1 * 4].tobytes() for y in range(y0, y1)
+    ).translate(table)
+
+
+@cache
+def _dim_table(factor: float) -> bytes:
+    return bytes(int(v * factor) for v in range(256))
 
 
 MAC_SCREEN_PERMISSION = (
@@ -323,4 +348,5 @@ def grab_screen() -> Screenshot:
         top=whole.top,
         monitors=tuple(physical(m) for m in monitors[1:]),
         scale=scale,
+        bgrx=raw.raw if len(raw.raw) == image.width * image.height * 4 else None,
     )
