@@ -30,6 +30,7 @@ class Overlay:
     """
 
     def __init__(self, root: tk.Tk, handlers: dict[str, Handler], native: bool = False) -> None:
+        self._native = native
         empty = "" if native else "black"  # "": Tk paints no background of its own
         top = self.top = tk.Toplevel(
             root, name="overlay", class_=OVERLAY_CLASS, bg=empty, cursor="crosshair"
@@ -44,6 +45,7 @@ class Overlay:
         # The border just outside the selection: four one-pixel windows.
         self._edges = [tk.Frame(top, bg=BORDER, bd=0, highlightthickness=0) for _ in range(4)]
         self._tiles: list[tk.Label] = []  # Tk photo tiles on either background
+        self._dim_tiles: list[tk.Label] = []
         self._label = tk.Label(top, text="0 × 0", bg="#1e1e1e", fg="white", padx=6, pady=2)
         # Bindings on the toplevel see events of all its children (their bindtags).
         for sequence, handler in handlers.items():
@@ -60,17 +62,25 @@ class Overlay:
 
     def add_dim(self, photo: Any, x: int, y: int) -> None:
         """One tile of the dimmed screenshot at (x, y) of the window (Tk photo images)."""
-        self._add_tile(self.top, photo, x, y).lower()  # under the lens, border and label
+        tile = self._add_tile(self.top, photo, x, y)
+        tile.lower()  # under the lens, border and label
+        self._dim_tiles.append(tile)
 
     def add_bright(self, photo: Any, x: int, y: int) -> None:
         """One tile of the undimmed screenshot, for the selection."""
         self._add_tile(self.lens_image, photo, x, y)
 
     def _add_tile(self, parent: tk.Misc, photo: Any, x: int, y: int) -> tk.Label:
-        tile = tk.Label(parent, image=photo, bd=0, highlightthickness=0, padx=0, pady=0)
+        tile = tk.Label(parent, image=photo, bg="black", bd=0, highlightthickness=0, padx=0,
+                        pady=0)  # fmt: skip
         tile.place(x=x, y=y)
         self._tiles.append(tile)
         return tile
+
+    def shows_screen(self, widget: Any) -> bool:
+        """Whether an Expose of ``widget`` is the dimmed screen being drawn (the window
+        itself, or a photo tile: their redraw is queued before the Expose's bindings run)."""
+        return widget is self.top if self._native else widget in self._dim_tiles
 
     def size(self) -> tuple[int, int]:
         return self.top.winfo_width(), self.top.winfo_height()
@@ -122,4 +132,4 @@ class Overlay:
         """Let go of the images so they can be freed (on this thread, by the caller)."""
         for tile in self._tiles:
             tile.destroy()
-        self._tiles = []
+        self._tiles, self._dim_tiles = [], []

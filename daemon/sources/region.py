@@ -275,9 +275,14 @@ class RegionSelector:
             request.ratio = (request.shot.width / width, request.shot.height / height)
         self._root.after(SHOWN_FALLBACK_MS, self._shown, request)
 
-    def _on_expose(self, _event: tk.Event) -> None:
+    def _on_expose(self, event: tk.Event) -> None:
         request = self._request
-        if request is not None and request.mapped_at is not None and request.shown_at is None:
+        if (
+            request is not None
+            and request.mapped_at is not None
+            and request.shown_at is None
+            and self._ui.shows_screen(event.widget)
+        ):
             # Idle callbacks run in order, so this one follows the canvas's own redraw.
             self._root.after_idle(self._shown, request)
 
