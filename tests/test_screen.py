@@ -17,8 +17,8 @@ from daemon.sources.screen import (
     Rect,
     Region,
     Screenshot,
+    bgrx_rows,
     dimmed,
-    dimmed_bgrx,
     monitor_tiles,
     region_of,
     selection_box,
@@ -138,15 +138,20 @@ def test_dimmed_darkens_every_channel_by_the_same_table():
     "box", [(0, 0, 40, 30), (0, 7, 40, 19), (5, 3, 17, 29), (39, 29, 40, 30)],
     ids=["whole", "rows", "inside", "corner"],
 )  # fmt: skip
-def test_dimmed_bgrx_is_the_dimmed_image_in_the_x_servers_layout(box):
+@pytest.mark.parametrize("dim", [True, False], ids=["dimmed", "bright"])
+def test_bgrx_rows_are_the_image_in_the_x_servers_layout(box, dim):
     # What the X overlay shows must be what the Tk one shows (and the tests compare with).
     image = numbered(40, 30)
     shot = Screenshot(image, 0, 0, (), bgrx=bytearray(image.tobytes("raw", "BGRX")))
-    x0, y0, x1, y1 = box
-    pixels = dimmed_bgrx(shot, box)
-    assert len(pixels) == (x1 - x0) * (y1 - y0) * 4
-    shown = Image.frombuffer("RGB", (x1 - x0, y1 - y0), pixels, "raw", "BGRX", 0, 1)
-    assert shown.tobytes() == dimmed(image.crop(box)).tobytes()
+    desktop = bytearray(b"\xaa" * (40 * 30 * 4))
+    for offset, piece in bgrx_rows(shot, box, dim):
+        desktop[offset : offset + len(piece)] = piece
+    shown = Image.frombuffer("RGB", (40, 30), bytes(desktop), "raw", "BGRX", 0, 1)
+    expected = image.crop(box)
+    assert shown.crop(box).tobytes() == (dimmed(expected) if dim else expected).tobytes()
+    untouched = shown.copy()
+    untouched.paste((170, 170, 170), box)
+    assert untouched.getcolors() == [(40 * 30, (170, 170, 170))]  # nothing outside the box
 
 
 def test_the_overlay_uses_tk_photos_off_x11_and_when_told(monkeypatch):

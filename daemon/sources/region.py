@@ -38,8 +38,8 @@ from daemon.sources.screen import (
     Rect,
     Region,
     Screenshot,
+    bgrx_rows,
     dimmed,
-    dimmed_bgrx,
     ensure_dpi_awareness,
     grab_screen,
     monitor_tiles,
@@ -365,10 +365,7 @@ class RegionSelector:
             if box != whole:  # no old screenshot where no monitor (or none yet) is drawn
                 surface.fill_black(pixmap, [whole])
             surface.set_background(window, pixmap)
-        if layer == "dim":
-            surface.put(pixmap, box, dimmed_bgrx(shot, box), whole=False)
-        else:
-            surface.put(pixmap, box, shot.bgrx, whole=True)
+        surface.put(pixmap, box, bgrx_rows(shot, box, dim=layer == "dim"))
         surface.repaint(window, box)  # a window already on screen shows the new tile
         surface.flush()
 

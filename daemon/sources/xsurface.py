@@ -21,7 +21,7 @@ import ctypes.util
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from daemon.sources.screen import Box
@@ -233,21 +233,13 @@ class XSurface:
             layer = self._layers[name] = Layer(self, width, height)
         return layer
 
-    def put(self, layer: Layer, box: Box, pixels: Any, whole: bool) -> None:
-        """Copy ``box`` of BGRX ``pixels`` into ``layer``'s pixmap: ``pixels`` holds the
-        whole desktop when ``whole``, else exactly the box (rows of its width)."""
+    def put(self, layer: Layer, box: Box, pieces: Iterable[tuple[int, Any]]) -> None:
+        """Fill ``box`` of ``layer``'s pixmap from (offset, BGRX bytes) ``pieces`` of a
+        desktop-sized buffer (see :func:`daemon.sources.screen.bgrx_rows`)."""
+        memory = layer.segment.memory
+        for offset, data in pieces:
+            memory[offset : offset + len(data)] = data
         x0, y0, x1, y1 = box
-        memory, stride = layer.segment.memory, layer.segment.width * 4
-        source = memoryview(pixels).cast("B")
-        row = (x1 - x0) * 4
-        if x0 == 0 and row == stride:  # whole rows: one block either way
-            start = y0 * stride
-            memory[start : y1 * stride] = source[start if whole else 0 :][: (y1 - y0) * stride]
-        else:
-            for y in range(y0, y1):
-                at = y * stride + x0 * 4
-                src = at if whole else (y - y0) * row
-                memory[at : at + row] = source[src : src + row]
         self.xext.XShmPutImage(self.display, layer.pixmap, self.gc, layer.segment.image,
                                x0, y0, x0, y0, x1 - x0, y1 - y0, 0)  # fmt: skip
 
