@@ -283,7 +283,7 @@ class RegionSelector:
             and request.shown_at is None
             and self._ui.shows_screen(event.widget)
         ):
-            # Idle callbacks run in order, so this one follows the canvas's own redraw.
+            # Idle callbacks run in order, so this one follows the tile's own redraw.
             self._root.after_idle(self._shown, request)
 
     def _shown(self, request: _Request) -> None:
