@@ -1,6 +1,8 @@
 """The screen-region overlay on a real X server: a known picture on screen, xdotool drags
 a box, the crop must be exactly those pixels; Esc and right-click cancel; an empty box
-is a one-line error; a two-monitor RandR layout; the overlay benchmark."""
+is a one-line error; a two-monitor RandR layout; a 4K screen; the overlay benchmark.
+What the screen shows is checked both ways the overlay can draw: X pixmaps through shared
+memory (what a local X server gets) and Tk photo images (everywhere else)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from PIL import Image, ImageChops
 from xdesktop import wait_for
 
 TOOLS = ("Xvfb", "xdotool", "xrandr")
+DRAWINGS = ("x11-shm", "tk-photo")
+TK_ONLY = "YOMITORI_OVERLAY_TK"  # daemon.sources.xsurface.TK_ONLY_ENV
 MISSING = [tool for tool in TOOLS if shutil.which(tool) is None]
 pytestmark = [
     pytest.mark.skipif(
@@ -113,10 +117,11 @@ class Screen:
         )  # fmt: skip
         return bool(found.stdout.strip())
 
-    def capture(self, *args: str) -> subprocess.Popen[str]:
+    def capture(self, *args: str, drawing: str = "x11-shm") -> subprocess.Popen[str]:
+        env = {**self.env, TK_ONLY: "1" if drawing == "tk-photo" else "0"}
         proc = subprocess.Popen(
             [sys.executable, "-m", "daemon.desktop.capture", "--timeout", "30", *args],
-            env=self.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert wait_for(self.overlay_visible, 20), "the overlay never appeared"
         time.sleep(0.5)  # the pointer and keyboard grab follow the first drawing
@@ -189,12 +194,12 @@ def test_drag_saves_exactly_the_selected_pixels(single, tmp_path, start, end):
 
 
 def seen_while_dragging(
-    screen: Screen, tmp_path: Path, box: tuple[int, int, int, int]
+    screen: Screen, tmp_path: Path, box: tuple[int, int, int, int], drawing: str = "x11-shm"
 ) -> Image.Image:
     """What the X screen shows halfway through a drag over ``box`` (the button still down)."""
     x0, y0, x1, y1 = map(str, box)
     mx, my = str((box[0] + box[2]) // 2), str((box[1] + box[3]) // 2)
-    proc = screen.capture()
+    proc = screen.capture(drawing=drawing)
     screen.run("xdotool", "mousemove", x0, y0, "mousedown", "1", "mousemove", mx, my,
                "mousemove", x1, y1)  # fmt: skip
     time.sleep(0.5)
@@ -208,11 +213,12 @@ def seen_while_dragging(
     return Image.open(seen)
 
 
-def test_while_dragging_the_selection_is_undimmed_and_the_rest_dimmed(single, tmp_path):
+@pytest.mark.parametrize("drawing", DRAWINGS)
+def test_while_dragging_the_selection_is_undimmed_and_the_rest_dimmed(single, tmp_path, drawing):
     from daemon.sources.screen import dimmed
 
     inside, outside = (200, 150, 700, 450), (800, 500, 1100, 700)
-    screen = seen_while_dragging(single, tmp_path, inside)
+    screen = seen_while_dragging(single, tmp_path, inside, drawing)
     assert screen.crop(inside).tobytes() == single.picture.crop(inside).tobytes()
     assert screen.crop(outside).tobytes() == dimmed(single.picture.crop(outside)).tobytes()
     assert screen.crop(outside).tobytes() != single.picture.crop(outside).tobytes()
@@ -259,19 +265,64 @@ def test_two_monitors_crop_is_exact(dual, tmp_path, start, end):
     assert_drag_captures_the_box(dual, tmp_path, start, end)
 
 
-def test_two_monitors_both_show_the_frozen_screen_and_the_selection_spans_them(dual, tmp_path):
+@pytest.mark.parametrize("drawing", DRAWINGS)
+def test_two_monitors_both_show_the_frozen_screen_and_the_selection_spans_them(
+    dual, tmp_path, drawing
+):
     # The monitor under the pointer is drawn first, the other right after: once the drag
     # is under way both show the dimmed screen, and the box across them is undimmed.
     from daemon.sources.screen import dimmed
 
     dual.run("xdotool", "mousemove", "1000", "300")  # on the second monitor
     inside = (600, 100, 1000, 300)
-    screen = seen_while_dragging(dual, tmp_path, inside)
+    screen = seen_while_dragging(dual, tmp_path, inside, drawing)
     assert screen.crop(inside).tobytes() == dual.picture.crop(inside).tobytes()
     for outside in ((0, 350, 700, 600), (1050, 100, 1440, 540)):  # one on each monitor
         assert screen.crop(outside).tobytes() == dimmed(dual.picture.crop(outside)).tobytes()
     strip = screen.crop((800, 0, 1440, 60))  # above the second monitor: no monitor shows it
     assert strip.getextrema() == ((0, 0), (0, 0), (0, 0))
+
+
+MONITORS = ((0, 0, 800, 600), (800, 60, 1440, 540))  # the dual fixture's, as image boxes
+
+
+# Saves what the screen shows when the overlay first counts as shown, then cancels.
+FIRST_DRAWN = textwrap.dedent(
+    """
+    import sys
+    from daemon.sources.region import RegionSelector, grab_screen
+    selector = RegionSelector()
+    def shown():  # on the Tk thread, before it draws anything else
+        grab_screen().image.save(sys.argv[1])
+        selector.cancel()
+    print(selector.drawing, selector.select(grab_screen(), timeout=20, on_shown=shown))
+    selector.close()
+    """
+)
+
+
+@pytest.mark.parametrize("drawing", DRAWINGS)
+@pytest.mark.parametrize(("pointer", "under"), [((1000, 300), 1), ((300, 300), 0)],
+                         ids=["pointer-on-second", "pointer-on-first"])  # fmt: skip
+def test_the_monitor_under_the_pointer_is_drawn_before_the_other(
+    dual, tmp_path, drawing, pointer, under
+):
+    """When the overlay first counts as shown, the pointer's monitor shows the dimmed
+    frozen screen and the other one nothing yet (it follows on the next idle turns)."""
+    from daemon.sources.screen import dimmed
+
+    dual.run("xdotool", "mousemove", *map(str, pointer))
+    seen_path = tmp_path / "first.png"
+    env = {**dual.env, TK_ONLY: "1" if drawing == "tk-photo" else "0"}
+    # A process of its own: a second Tk root in one process does not start (a Tk matter).
+    done = subprocess.run([sys.executable, "-c", FIRST_DRAWN, str(seen_path)], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [drawing, "None"]
+    seen = Image.open(seen_path)
+    first, other = MONITORS[under], MONITORS[1 - under]
+    assert seen.crop(first).tobytes() == dimmed(dual.picture.crop(first)).tobytes()
+    assert seen.crop(other).getextrema() == ((0, 0), (0, 0), (0, 0))
 
 
 def test_grab_screen_sees_both_monitors_and_the_whole_desktop(dual):
@@ -332,6 +383,7 @@ def test_overlay_bench_measures_the_overlay(request, layout, size, monitors):
     figures = json.loads(done.stdout)
     assert figures["runs"] == 3 and figures["screen"] == size
     assert figures["monitors"] == monitors
+    assert figures["drawing"] == "x11-shm"  # a local X server: shared memory, not Tk photos
     assert 0 < figures["grab_ms"] < figures["overlay_ms"] <= figures["overlay_ms_p90"]
     assert figures["mapped_ms"] <= figures["overlay_ms"]
     # The monitor under the pointer first, then the others; one monitor is drawn at once.
@@ -358,3 +410,27 @@ def test_without_a_display_both_entries_say_so_in_one_line():
     assert capture.returncode == 2
     assert capture.stderr.startswith("yomitori: The screen cannot be captured")
     assert capture.stderr.count("\n") == 1 and "Traceback" not in capture.stderr
+
+
+@pytest.fixture(scope="module")
+def uhd(tmp_path_factory):
+    screen = Screen(tmp_path_factory.mktemp("uhd"), 3840, 2160, [])
+    yield screen
+    screen.stop()
+
+
+def test_at_4k_the_crop_is_exactly_the_full_resolution_pixels(uhd, tmp_path):
+    assert_drag_captures_the_box(uhd, tmp_path, (3801, 2150), (1234, 567))
+
+
+@pytest.mark.parametrize("drawing", DRAWINGS)
+def test_at_4k_the_overlay_shows_the_screen_at_full_resolution(uhd, tmp_path, drawing):
+    # Every pixel of the test picture differs from its neighbours: a scaled or shifted
+    # image anywhere, inside the selection or outside, would not match.
+    from daemon.sources.screen import dimmed
+
+    inside = (1000, 800, 2900, 1900)
+    screen = seen_while_dragging(uhd, tmp_path, inside, drawing)
+    assert screen.crop(inside).tobytes() == uhd.picture.crop(inside).tobytes()
+    for outside in ((0, 0, 3840, 700), (2950, 750, 3840, 2160)):
+        assert screen.crop(outside).tobytes() == dimmed(uhd.picture.crop(outside)).tobytes()

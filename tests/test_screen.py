@@ -1,5 +1,6 @@
 """Region and screenshot arithmetic without a display: crops, overlay → image pixels
-(HiDPI ratios), the overlay's window geometry, dimming, Windows DPI awareness."""
+(HiDPI ratios), the overlay's window geometry, dimming (of the RGB image and of the
+grab's BGRX bytes), Windows DPI awareness, where the overlay falls back to Tk photos."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from daemon.sources.screen import (
     Rect,
     Region,
     Screenshot,
+    bgrx_rows,
     dimmed,
     monitor_tiles,
     region_of,
@@ -130,6 +132,39 @@ def test_dimmed_darkens_every_channel_by_the_same_table():
     dark = dimmed(image, 0.5)
     assert [dark.getpixel((0, 0)), dark.getpixel((1, 0))] == [(127, 64, 0), (5, 100, 50)]
     assert dimmed(image).size == image.size
+
+
+@pytest.mark.parametrize(
+    "box", [(0, 0, 40, 30), (0, 7, 40, 19), (5, 3, 17, 29), (39, 29, 40, 30)],
+    ids=["whole", "rows", "inside", "corner"],
+)  # fmt: skip
+@pytest.mark.parametrize("dim", [True, False], ids=["dimmed", "bright"])
+def test_bgrx_rows_are_the_image_in_the_x_servers_layout(box, dim):
+    # What the X overlay shows must be what the Tk one shows (and the tests compare with).
+    image = numbered(40, 30)
+    shot = Screenshot(image, 0, 0, (), bgrx=bytearray(image.tobytes("raw", "BGRX")))
+    desktop = bytearray(b"\xaa" * (40 * 30 * 4))
+    for offset, piece in bgrx_rows(shot, box, dim):
+        desktop[offset : offset + len(piece)] = piece
+    shown = Image.frombuffer("RGB", (40, 30), bytes(desktop), "raw", "BGRX", 0, 1)
+    expected = image.crop(box)
+    assert shown.crop(box).tobytes() == (dimmed(expected) if dim else expected).tobytes()
+    untouched = shown.copy()
+    untouched.paste((170, 170, 170), box)
+    assert untouched.getcolors() == [(40 * 30, (170, 170, 170))]  # nothing outside the box
+
+
+def test_the_overlay_uses_tk_photos_off_x11_and_when_told(monkeypatch):
+    from daemon.sources import xsurface
+
+    monkeypatch.delenv(xsurface.TK_ONLY_ENV, raising=False)
+    assert xsurface.open_surface("win32") is None
+    assert xsurface.open_surface("aqua") is None
+    monkeypatch.setenv(xsurface.TK_ONLY_ENV, "1")
+    assert xsurface.open_surface("x11") is None  # before it touches any display
+    monkeypatch.setenv(xsurface.TK_ONLY_ENV, "0")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    assert xsurface.open_surface("x11") is None  # no display to open
 
 
 class FakeDll:

@@ -119,7 +119,8 @@ def overlay_bench(runs: int = 10) -> dict[str, Any]:
     the screen, shows the overlay and closes it itself as soon as it is drawn.
     ``overlay_ms`` counts to the X server having drawn the overlay on the monitor under the
     pointer (a round trip after Tk's redraw), ``overlay_all_ms`` to every monitor drawn,
-    ``mapped_ms`` to the window's Map event, ``grab_ms`` the screenshot alone.
+    ``mapped_ms`` to the window's Map event, ``grab_ms`` the screenshot alone;
+    ``drawing`` says how the pixels went up (X shared-memory pixmaps or Tk photo images).
     """
     if runs < 1:
         raise UserInputError("The overlay benchmark needs at least one run.")
@@ -132,6 +133,7 @@ def overlay_bench(runs: int = 10) -> dict[str, Any]:
     all_shown: list[float] = []
     mapped: list[float] = []
     grabs: list[float] = []
+    drawing = selector.drawing
     try:
         for _ in range(runs):
             start = time.perf_counter()
@@ -161,6 +163,7 @@ def overlay_bench(runs: int = 10) -> dict[str, Any]:
         "runs": runs,
         "screen": f"{shot.width}x{shot.height}",
         "monitors": len(shot.monitors),
+        "drawing": drawing,
     }
 
 

@@ -19,52 +19,68 @@ Handler = Callable[[tk.Event], Any]
 
 
 class Overlay:
-    """Built once, withdrawn, and shown again for every selection."""
+    """Built once, withdrawn, and shown again for every selection.
 
-    def __init__(self, root: tk.Tk, handlers: dict[str, Handler]) -> None:
+    The dimmed screen is the window's own background and the undimmed one that of the
+    lens (a window of the whole desktop's size inside a window of the selection's, shifted
+    so X clips it to the box: a drag moves two windows, never pixels).  With ``native``
+    (see :mod:`daemon.sources.xsurface`) both backgrounds are X pixmaps the server paints
+    by itself and the two windows draw nothing; without, Tk photo images sit on them in
+    tiles (labels, one per monitor).
+    """
+
+    def __init__(self, root: tk.Tk, handlers: dict[str, Handler], native: bool = False) -> None:
+        self._native = native
+        empty = "" if native else "black"  # "": Tk paints no background of its own
         top = self.top = tk.Toplevel(
-            root, name="overlay", class_=OVERLAY_CLASS, bg="black", cursor="crosshair"
+            root, name="overlay", class_=OVERLAY_CLASS, bg=empty, cursor="crosshair"
         )
         top.withdraw()
         top.title("yomitori: select a region")
         top.overrideredirect(True)  # no frame, no taskbar entry, above other windows on X
         with contextlib.suppress(tk.TclError):
             top.attributes("-topmost", True)
-        canvas = self.canvas = tk.Canvas(
-            top, bg="black", highlightthickness=0, bd=0, cursor="crosshair"
-        )
-        canvas.pack(fill="both", expand=True)
-        self._border = canvas.create_rectangle(0, 0, 0, 0, outline=BORDER, state="hidden")
-        # The undimmed selection is a child window showing the bright screenshot shifted
-        # by the selection's corner: X clips it, so a drag moves a window, never pixels.
-        self._lens = tk.Canvas(top, bg="black", highlightthickness=0, bd=0, cursor="crosshair")
-        # The screenshot comes in tiles (one per monitor): (item, x, y) on each canvas.
-        self._dim: list[int] = []
-        self._bright: list[tuple[int, int, int]] = []
-        self._corner = (0, 0)
+        self._lens = tk.Frame(top, bg=empty, bd=0, highlightthickness=0, cursor="crosshair")
+        self.lens_image = tk.Frame(self._lens, bg=empty, bd=0, highlightthickness=0)
+        # The border just outside the selection: four one-pixel windows.
+        self._edges = [tk.Frame(top, bg=BORDER, bd=0, highlightthickness=0) for _ in range(4)]
+        self._tiles: list[tk.Label] = []  # Tk photo tiles on either background
+        self._dim_tiles: list[tk.Label] = []
         self._label = tk.Label(top, text="0 × 0", bg="#1e1e1e", fg="white", padx=6, pady=2)
         # Bindings on the toplevel see events of all its children (their bindtags).
         for sequence, handler in handlers.items():
-            (canvas if sequence == "<Expose>" else top).bind(sequence, handler)
+            top.bind(sequence, handler)
         top.update_idletasks()  # create the X windows and load the font now, not on the hotkey
+        self.lens_image.winfo_id()  # not mapped until the first drag: made to exist now
 
     def show(self, geometry: tuple[int, int, int, int]) -> None:
         x, y, width, height = geometry
         self.top.geometry(f"{width}x{height}+{x}+{y}")  # "+-1920+0" is valid Tk geometry
+        self.lens_image.place(x=0, y=0, width=width, height=height)
         self.top.deiconify()
         self.top.lift()
 
     def add_dim(self, photo: Any, x: int, y: int) -> None:
-        """One tile of the dimmed screenshot at (x, y) of the window."""
-        item = self.canvas.create_image(x, y, anchor="nw", image=photo)
-        self.canvas.tag_lower(item)  # under the border
-        self._dim.append(item)
+        """One tile of the dimmed screenshot at (x, y) of the window (Tk photo images)."""
+        tile = self._add_tile(self.top, photo, x, y)
+        tile.lower()  # under the lens, border and label
+        self._dim_tiles.append(tile)
 
     def add_bright(self, photo: Any, x: int, y: int) -> None:
         """One tile of the undimmed screenshot, for the selection."""
-        cx, cy = self._corner
-        item = self._lens.create_image(x - cx, y - cy, anchor="nw", image=photo)
-        self._bright.append((item, x, y))
+        self._add_tile(self.lens_image, photo, x, y)
+
+    def _add_tile(self, parent: tk.Misc, photo: Any, x: int, y: int) -> tk.Label:
+        tile = tk.Label(parent, image=photo, bg="black", bd=0, highlightthickness=0, padx=0,
+                        pady=0)  # fmt: skip
+        tile.place(x=x, y=y)
+        self._tiles.append(tile)
+        return tile
+
+    def shows_screen(self, widget: Any) -> bool:
+        """Whether an Expose of ``widget`` is the dimmed screen being drawn (the window
+        itself, or a photo tile: their redraw is queued before the Expose's bindings run)."""
+        return widget is self.top if self._native else widget in self._dim_tiles
 
     def size(self) -> tuple[int, int]:
         return self.top.winfo_width(), self.top.winfo_height()
@@ -79,21 +95,21 @@ class Overlay:
     def grab(self) -> None:
         """Take pointer and keyboard (raises TclError while someone else holds them)."""
         self.top.grab_set_global()
-        self.canvas.focus_force()
+        self.top.focus_force()
 
     def draw(self, box: tuple[int, int, int, int], text: str) -> None:
         """The selection ``box`` (window units): undimmed inside, a border just outside."""
         x0, y0, x1, y1 = box
         if x1 > x0 and y1 > y0:
             self._lens.place(x=x0, y=y0, width=x1 - x0, height=y1 - y0)
-            if self._corner != (x0, y0):
-                self._corner = (x0, y0)
-                for item, tx, ty in self._bright:
-                    self._lens.coords(item, tx - x0, ty - y0)
+            self.lens_image.place(x=-x0, y=-y0)
         else:
             self._lens.place_forget()
-        self.canvas.coords(self._border, x0 - 1, y0 - 1, x1, y1)
-        self.canvas.itemconfigure(self._border, state="normal")
+        across, down = x1 - x0 + 2, y1 - y0 + 2
+        edges = ((x0 - 1, y0 - 1, across, 1), (x0 - 1, y1, across, 1),
+                 (x0 - 1, y0 - 1, 1, down), (x1, y0 - 1, 1, down))  # fmt: skip
+        for edge, (x, y, w, h) in zip(self._edges, edges, strict=True):
+            edge.place(x=x, y=y, width=w, height=h)
         self._label.configure(text=text)
         height = self._label.winfo_reqheight()
         # Above the box; below it at the top edge; inside it when it fills the screen.
@@ -107,16 +123,13 @@ class Overlay:
         with contextlib.suppress(tk.TclError):
             self.top.grab_release()
         self.top.withdraw()
-        self._lens.place_forget()
-        self._label.place_forget()
-        self.canvas.itemconfigure(self._border, state="hidden")
+        for widget in (self._lens, self._label, *self._edges):
+            widget.place_forget()
         self.clear()
         self.sync()  # the overlay is off the screen before anyone grabs the screen again
 
     def clear(self) -> None:
         """Let go of the images so they can be freed (on this thread, by the caller)."""
-        for item in self._dim:
-            self.canvas.delete(item)
-        for item, _x, _y in self._bright:
-            self._lens.delete(item)
-        self._dim, self._bright, self._corner = [], [], (0, 0)
+        for tile in self._tiles:
+            tile.destroy()
+        self._tiles, self._dim_tiles = [], []

@@ -18,6 +18,7 @@ import contextlib
 import io
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from daemon.engine.channel import Channel
@@ -27,21 +28,29 @@ from daemon.errors import Cancelled, UserInputError, YomitoriError
 from daemon.platform import give_back_memory
 
 # Idle this long, the process hands its screenshot-sized memory back to the system
-# (≈ 125 MB on two 4K monitors).  Kept until then, because touching fresh memory again
-# makes the next overlay slower: dual 4K ≈ 115 → 175 ms.
+# (≈ 125 MB on two 4K monitors, and the overlay's X pixmaps and shared memory as much
+# again).  Kept until then, because touching fresh memory again makes the next overlay
+# slower: dual 4K ≈ 115 → 175 ms.
 TRIM_AFTER_S = 300.0
 
 
 class _IdleTrim:
-    """Gives freed memory back once no selection came for ``delay`` seconds."""
+    """Gives freed memory back once no selection came for ``delay`` seconds, after
+    ``release`` (when given) has let go of what was kept for the next selection."""
 
-    def __init__(self, delay: float) -> None:
+    def __init__(self, delay: float, release: Callable[[], None] | None = None) -> None:
         self.delay = delay
+        self._release = release
         self._timer: threading.Timer | None = None
+
+    def _trim(self) -> None:
+        if self._release is not None:
+            self._release()
+        give_back_memory()
 
     def schedule(self) -> None:
         self.cancel()
-        self._timer = threading.Timer(self.delay, give_back_memory)
+        self._timer = threading.Timer(self.delay, self._trim)
         self._timer.daemon = True
         self._timer.start()
 
@@ -67,7 +76,7 @@ def _serve(channel: Channel, selector: Any) -> None:
             selector.warm(shot)
     del shot  # a whole screenshot: not kept while the process waits for hotkeys
 
-    idle = _IdleTrim(TRIM_AFTER_S)
+    idle = _IdleTrim(TRIM_AFTER_S, selector.release_memory)
     idle.schedule()
 
     def handle(message: Message) -> Message:

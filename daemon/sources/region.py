@@ -4,7 +4,10 @@ One long-lived Tk root lives on its own thread, created withdrawn at start-up to
 the overlay window, so a hotkey pays for a screenshot and the image uploads, not for Tk's
 start-up (NormCap and ShareX take 1–3 s here).  The screenshot goes up one monitor at a
 time, the one under the pointer before the window maps, so a large multi-monitor desktop
-shows where the user looks as fast as a single monitor would.  Every Tk call happens on that thread;
+shows where the user looks as fast as a single monitor would.  On a local X server the
+pixels go up as X pixmaps through shared memory (:mod:`daemon.sources.xsurface`: ≈ 25 ms
+for a 4K monitor, against ≈ 90 ms through Tk photo images, which remain everywhere else).
+Every Tk call happens on that thread;
 other threads only schedule work with ``after`` (tkinter hands such calls to the Tk thread,
 which needs a threaded Tcl, as every python.org and distribution build has).
 
@@ -35,6 +38,7 @@ from daemon.sources.screen import (
     Rect,
     Region,
     Screenshot,
+    bgrx_rows,
     dimmed,
     ensure_dpi_awareness,
     grab_screen,
@@ -44,6 +48,7 @@ from daemon.sources.screen import (
     selection_box,
     warm_up,
 )
+from daemon.sources.xsurface import open_surface
 
 __all__ = [
     "Rect",
@@ -80,6 +85,7 @@ class _Request:
     press: tuple[float, float] | None = None
     todo: list[tuple[str, Box]] = field(default_factory=list)  # tiles not on screen yet
     photos: list[Any] = field(default_factory=list)  # Tk images: touched on the Tk thread only
+    layers: set[str] = field(default_factory=set)  # X pixmaps drawn into (see xsurface)
 
 
 class RegionSelector:
@@ -89,6 +95,7 @@ class RegionSelector:
         ensure_dpi_awareness()
         self.last_region: Region | None = None
         self.last_timing: dict[str, float] = {}
+        self.drawing = "tk-photo"  # or "x11-shm": how the frozen screen reaches the screen
         self._lock = threading.Lock()
         self._calls = threading.Condition()
         self._in_flight = 0
@@ -165,6 +172,12 @@ class RegionSelector:
         of this process (the result window) share its Tk."""
         self._call(lambda: func(self._root))
 
+    def release_memory(self) -> None:
+        """Free the screen-sized pixmaps and shared memory kept between selections (the
+        next selection makes them again, ≈ 20 ms more at 4K); safe from any thread."""
+        with contextlib.suppress(YomitoriError):
+            self._call(self._release_surface)
+
     def close(self) -> None:
         """End the Tk thread; the selector cannot be used afterwards."""
         atexit.unregister(self.close)
@@ -196,6 +209,9 @@ class RegionSelector:
             self._root = tk.Tk(className="yomitori")
             self._root.withdraw()
             self._root.report_callback_exception = self._callback_error
+            self._surface = open_surface(self._root.tk.call("tk", "windowingsystem"))
+            if self._surface is not None:
+                self.drawing = "x11-shm"
             self._ui = Overlay(
                 self._root,
                 {
@@ -207,6 +223,7 @@ class RegionSelector:
                     "<ButtonPress-3>": lambda _e: self._finish(),
                     "<Escape>": lambda _e: self._finish(),
                 },
+                native=self._surface is not None,
             )
             preload()
         except tk.TclError as err:
@@ -232,6 +249,9 @@ class RegionSelector:
         with self._calls:
             self._closed = True
             self._calls.wait_for(lambda: self._in_flight == 0, timeout=10)
+        surface = self.__dict__.pop("_surface", None)
+        if surface is not None:
+            surface.close()
         self.__dict__.pop("_ui", None)
         self.__dict__.pop("_root", None)
         gc.collect()
@@ -244,8 +264,10 @@ class RegionSelector:
         px, py = self._root.winfo_pointerxy()
         geometry = _plan(request, (round(px * shot.scale), round(py * shot.scale)))
         # Only the monitor under the pointer is drawn before the window maps; the rest
-        # follow once it is up (Tk converts and uploads each pixel: ~90 ms per 4K monitor).
+        # follow once it is up (through Tk photo images: ~90 ms per 4K monitor).
         self._next_tile(request)
+        if self._surface is not None:
+            self._surface.sync()  # the pixmap is filled before the server maps the window
         self._ui.show(geometry)
 
     def _on_map(self, event: tk.Event) -> None:
@@ -258,16 +280,21 @@ class RegionSelector:
             request.ratio = (request.shot.width / width, request.shot.height / height)
         self._root.after(SHOWN_FALLBACK_MS, self._shown, request)
 
-    def _on_expose(self, _event: tk.Event) -> None:
+    def _on_expose(self, event: tk.Event) -> None:
         request = self._request
-        if request is not None and request.mapped_at is not None and request.shown_at is None:
-            # Idle callbacks run in order, so this one follows the canvas's own redraw.
+        if (
+            request is not None
+            and request.mapped_at is not None
+            and request.shown_at is None
+            and self._ui.shows_screen(event.widget)
+        ):
+            # Idle callbacks run in order, so this one follows the tile's own redraw.
             self._root.after_idle(self._shown, request)
 
     def _shown(self, request: _Request) -> None:
         if request is not self._request or request.shown_at is not None:
             return
-        self._ui.sync()  # the X server has drawn what Tk sent
+        self._sync()  # the X server has drawn what Tk sent
         request.shown_at = time.perf_counter()
         request.origin = self._ui.origin()
         self._grab(request, 0)
@@ -296,7 +323,8 @@ class RegionSelector:
         try:
             if self._request is None:
                 _plan(request, None)
-                while _dims_left(request):
+                # The undimmed pixmap too: it is kept for the next selection (Tk photos are not).
+                while request.todo and (_dims_left(request) or self._native(request)):
                     self._next_tile(request)
                 self._ui.top.update_idletasks()
                 self._ui.clear()
@@ -313,8 +341,42 @@ class RegionSelector:
         self._next_tile(request)
         self._root.after_idle(self._fill, request)
 
+    def _native(self, request: _Request) -> bool:
+        """Whether this request draws through X pixmaps (one image pixel per window pixel)."""
+        return (
+            self._surface is not None
+            and request.shot.bgrx is not None
+            and request.ratio == (1.0, 1.0)
+        )
+
     def _next_tile(self, request: _Request) -> None:
-        layer, (x0, y0, x1, y1) = request.todo.pop(0)
+        layer, box = request.todo.pop(0)
+        if self._native(request):
+            self._put_tile(request, layer, box)
+        else:
+            self._photo_tile(request, layer, box)
+        if layer == "dim" and request.shown_at is not None and not _dims_left(request):
+            self._root.after_idle(self._all_shown, request)
+
+    def _put_tile(self, request: _Request, layer: str, box: Box) -> None:
+        """One tile into the X pixmap behind the overlay (``dim``) or the lens."""
+        assert self._surface is not None
+        shot, surface = request.shot, self._surface
+        window = (self._ui.top if layer == "dim" else self._ui.lens_image).winfo_id()
+        pixmap = surface.layer(layer, shot.width, shot.height)
+        whole = (0, 0, shot.width, shot.height)
+        if layer not in request.layers:  # this selection's first tile of the layer
+            request.layers.add(layer)
+            if box != whole:  # no old screenshot where no monitor (or none yet) is drawn
+                surface.fill_black(pixmap, [whole])
+            surface.set_background(window, pixmap)
+        surface.put(pixmap, box, bgrx_rows(shot, box, dim=layer == "dim"))
+        surface.repaint(window, box)  # a window already on screen shows the new tile
+        surface.flush()
+
+    def _photo_tile(self, request: _Request, layer: str, box: Box) -> None:
+        """One tile as a Tk photo image on the overlay (``dim``) or the lens."""
+        x0, y0, x1, y1 = box
         image = request.shot.image.crop((x0, y0, x1, y1))
         if layer == "dim":
             image = dimmed(image)
@@ -325,13 +387,24 @@ class RegionSelector:
         photo = ImageTk.PhotoImage(image, master=self._root)
         request.photos.append(photo)
         (self._ui.add_dim if layer == "dim" else self._ui.add_bright)(photo, wx0, wy0)
-        if layer == "dim" and request.shown_at is not None and not _dims_left(request):
-            self._root.after_idle(self._all_shown, request)
+
+    def _sync(self) -> None:
+        """The X server has done what Tk, and the pixmaps' connection, sent before."""
+        self._ui.sync()
+        if self._surface is not None:
+            self._surface.sync()
+
+    def _release_surface(self) -> None:
+        if self._surface is None or self._request is not None:
+            return  # nothing kept, or a selection is on screen: the next trim frees them
+        for window in (self._ui.top, self._ui.lens_image):
+            self._surface.set_background(window.winfo_id(), None)
+        self._surface.release()
 
     def _all_shown(self, request: _Request, at: float | None = None) -> None:
         if request is self._request and request.all_shown_at is None:
             if at is None:
-                self._ui.sync()  # the X server has drawn the last tile
+                self._sync()  # the X server has drawn the last tile
             request.all_shown_at = at or time.perf_counter()
             if request.on_all_shown is not None:
                 request.on_all_shown()

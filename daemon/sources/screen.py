@@ -13,7 +13,8 @@ import contextlib
 import logging
 import sys
 import threading
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -76,6 +77,9 @@ class Screenshot:
     of the virtual desktop (negative on Windows when a monitor is left of the primary).
     ``scale`` is image pixels per window-system unit: 1 on X11 and on DPI-aware Windows,
     2 on a Retina Mac, where mss reports monitors in points but grabs pixels.
+    ``bgrx`` is the same pixels as mss grabbed them (4 bytes each, blue first, rows of
+    ``width``), which is the X server's own layout: the overlay hands them to X as they
+    are (None where the grab had another shape).
     """
 
     image: Image.Image
@@ -83,6 +87,7 @@ class Screenshot:
     top: int
     monitors: tuple[Rect, ...]
     scale: float = 1.0
+    bgrx: bytes | bytearray | None = field(default=None, repr=False, compare=False)
 
     @property
     def width(self) -> int:
@@ -193,8 +198,31 @@ def monitor_tiles(shot: Screenshot, pointer: tuple[int, int] | None = None) -> l
 
 def dimmed(image: Image.Image, factor: float = DIM) -> Image.Image:
     """The frozen screen darkened for the overlay (a lookup table: a few ms for 4K)."""
-    table = [int(v * factor) for v in range(256)]
-    return image.point(table * len(image.getbands()))
+    return image.point(list(_dim_table(factor)) * len(image.getbands()))
+
+
+def bgrx_rows(shot: Screenshot, box: Box, dim: bool) -> Iterator[tuple[int, Any]]:
+    """``box`` of the screenshot's BGRX pixels as (offset, bytes) pieces of that
+    desktop-sized buffer, dimmed as :func:`dimmed` does when ``dim``: one table lookup per
+    byte of the grab (padding bytes included), never through the RGB image.  The whole
+    screen is one piece; any other box one per row, small enough to stay in the cache
+    (joined rows or Pillow's point and unpacking took two to four times as long)."""
+    assert shot.bgrx is not None
+    x0, y0, x1, y1 = box
+    table = _dim_table(DIM) if dim else None
+    if box == (0, 0, shot.width, shot.height):
+        yield 0, shot.bgrx.translate(table) if table else shot.bgrx
+        return
+    pixels, stride = memoryview(shot.bgrx), shot.width * 4
+    for y in range(y0, y1):
+        start = y * stride + x0 * 4
+        row = pixels[start : start + (x1 - x0) * 4]
+        yield start, row.tobytes().translate(table) if table else row
+
+
+@cache
+def _dim_table(factor: float) -> bytes:
+    return bytes(int(v * factor) for v in range(256))
 
 
 MAC_SCREEN_PERMISSION = (
@@ -323,4 +351,5 @@ def grab_screen() -> Screenshot:
         top=whole.top,
         monitors=tuple(physical(m) for m in monitors[1:]),
         scale=scale,
+        bgrx=raw.raw if len(raw.raw) == image.width * image.height * 4 else None,
     )
