@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemon.engine import Engine
+from daemon.engine import Engine, Generation
 from daemon.errors import Cancelled, EngineError, UserInputError
 from daemon.models import ModelSpec
 from daemon.prompts import Rendered, Template, render
@@ -54,6 +54,8 @@ def is_image(data: bytes) -> bool:
 
 def check_payload(template: Template, payload: Payload, spec: ModelSpec | None = None) -> None:
     """Refuse a payload the template cannot use, before any model is loaded."""
+    if template.kind == "conversation":
+        raise not_a_conversation_here(template.name)
     if template.kind == "text":
         if payload.image is not None:
             raise UserInputError(
@@ -71,6 +73,13 @@ def check_payload(template: Template, payload: Payload, spec: ModelSpec | None =
         )
     if spec is not None and not spec.vision:
         raise no_vision(template.name, spec.name)
+
+
+def not_a_conversation_here(action: str) -> UserInputError:
+    return UserInputError(
+        f"'{action}' is a conversation that asks you questions; run it in a terminal with "
+        f"yomitori do {action} --text …, as hotkeys and chains cannot run it yet."
+    )
 
 
 def no_vision(action: str, model: str) -> UserInputError:
@@ -105,6 +114,34 @@ def run_action(
     rendered = prepare(template, payload, values, options, spec)
     started = time.perf_counter()
     load_s = engine.load(spec)
+    reply = generate(engine, rendered, on_text, template.name)
+    timings = reply.generation.timings()
+    timings["load_s"] = round(load_s + reply.generation.load_s, 4)
+    timings["total_s"] = round(time.perf_counter() - started, 4)
+    return ActionResult(
+        action=template.name,
+        text=reply.text,
+        model=spec.name,
+        timings=timings,
+        finish_reason=reply.generation.finish_reason,
+        stream_was_dirty=reply.shown_reasoning,
+    )
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One generation's answer without reasoning, and what the stream showed."""
+
+    text: str
+    generation: Generation
+    shown_reasoning: bool
+
+
+def generate(
+    engine: Engine, rendered: Rendered, on_text: Callable[[str], None] | None, action: str
+) -> Reply:
+    """Run ``rendered`` on ``engine``, streaming the visible text; a cancel or an empty
+    answer raises."""
     think = ThinkFilter()
 
     def relay(piece: str) -> None:
@@ -125,15 +162,5 @@ def run_action(
                 f"The model spent all {rendered.options.get('max_tokens', '?')} tokens thinking "
                 "and gave no answer; raise max_tokens (--set max_tokens=…)."
             )
-        raise EngineError(f"The model returned no text for '{template.name}'.")
-    timings = generation.timings()
-    timings["load_s"] = round(load_s + generation.load_s, 4)
-    timings["total_s"] = round(time.perf_counter() - started, 4)
-    return ActionResult(
-        action=template.name,
-        text=text,
-        model=spec.name,
-        timings=timings,
-        finish_reason=generation.finish_reason,
-        stream_was_dirty=think.shown_reasoning,
-    )
+        raise EngineError(f"The model returned no text for '{action}'.")
+    return Reply(text=text, generation=generation, shown_reasoning=think.shown_reasoning)

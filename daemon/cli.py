@@ -65,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     do.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     do.add_argument(
+        "--answer",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="an answer to a conversation action's next question, e.g. prompt_builder "
+        "(repeatable; GO or running out writes the result)",
+    )
+    do.add_argument(
         "--engine",
         choices=("rapidocr", "tesseract", "vlm"),
         help="OCR engine for ocr steps (default: ocr_engine in hotkeys.toml)",
@@ -212,6 +220,13 @@ def cmd_do(args: argparse.Namespace) -> int:
         origin = templates.templates[args.action].origin
         print(f"yomitori: warning: {templates.errors[args.action]} Using {origin}.",
               file=sys.stderr)  # fmt: skip
+    if pipeline.is_conversation(args.action, templates):
+        from daemon.cli_conversation import cmd_converse
+
+        return cmd_converse(args, templates)
+    if args.answer:
+        raise UserInputError(f"--answer is for conversation actions such as prompt_builder; "
+                             f"'{args.action}' asks no questions.")  # fmt: skip
     payload = read_payload(args)
     settings = load_settings()
     pairs = parse_sets(args.set)
@@ -269,8 +284,9 @@ def cmd_templates(_args: argparse.Namespace) -> int:
                  "The text in an image or screen region, verbatim (--engine rapidocr | "
                  "tesseract | vlm)"))  # fmt: skip
     width = max((len(r[0]) for r in rows), default=4)
+    kinds = max(len(r[1]) for r in rows)
     for name, kind, where, description in rows:
-        print(f"{name:<{width}}  {kind:<5}  {where}\n{'':<{width}}  {description}")
+        print(f"{name:<{width}}  {kind:<{kinds}}  {where}\n{'':<{width}}  {description}")
     for name, message in sorted(templates.errors.items()):
         note = " (the shipped one is used)" if name in templates.templates else ""
         print(f"yomitori: {message}{note}", file=sys.stderr)

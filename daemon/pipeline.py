@@ -12,7 +12,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemon.actions import ActionResult, Payload, no_vision, run_action
+from daemon.actions import (
+    ActionResult,
+    Payload,
+    no_vision,
+    not_a_conversation_here,
+    run_action,
+)
 from daemon.engine import Engine
 from daemon.errors import UserInputError
 from daemon.images import check_image, open_image, prepare_for_model
@@ -140,8 +146,20 @@ def validate(name: str, templates: TemplateSet, values: Mapping[str, str]) -> No
         render(template, text="x", values=mine)
 
 
-def check_input(name: str, templates: TemplateSet, payload: Payload) -> None:
-    """Refuse the wrong kind of input before any engine starts."""
+def is_conversation(name: str, templates: TemplateSet) -> bool:
+    """Whether ``name`` asks the user questions (:mod:`daemon.conversation`)."""
+    return name not in BUILTIN_ACTIONS and templates.get(name).kind == "conversation"
+
+
+def check_input(
+    name: str, templates: TemplateSet, payload: Payload, conversation: bool = False
+) -> None:
+    """Refuse the wrong kind of input before any engine starts; a conversation only where
+    the caller drives one (``conversation``), and never inside a chain."""
+    steps = steps_of(name, templates)
+    for step in _templates(steps, templates):
+        if step.kind == "conversation" and not (conversation and len(steps) == 1):
+            raise not_a_conversation_here(step.name)
     if wants_image(name, templates):
         if payload.image is None:
             raise UserInputError(

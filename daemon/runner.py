@@ -17,6 +17,7 @@ from typing import Any
 
 from daemon import backends, pipeline
 from daemon.actions import ActionResult, Payload, no_vision
+from daemon.conversation import Conversation
 from daemon.engine import Engine
 from daemon.errors import NoModelConfigured
 from daemon.models import ModelsConfig, ModelSpec, check_spec
@@ -183,3 +184,12 @@ def execute(
     result = pipeline.run(job.action, templates, payload, tools, job.values, job.options, on_text)
     result.timings["load_s"] = round(result.timings["load_s"] + load_s, 4)
     return result
+
+
+def conversation(
+    job: Plan, templates: TemplateSet, spec: ModelSpec, engines: Engines
+) -> Conversation:
+    """A conversation for ``job`` (``pipeline.is_conversation``) on its model's engine; the
+    model loads with the first turn, unless it is resident already."""
+    return Conversation(templates.get(job.action), engines.get(spec), spec, job.values,
+                        job.options)  # fmt: skip

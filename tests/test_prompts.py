@@ -57,10 +57,10 @@ def test_shipped_folder_has_templates():
 def test_every_shipped_template_parses(path):
     template = load_template(path)
     assert template.name == path.stem
-    assert template.kind in ("text", "image", "chain")
+    assert template.kind in ("text", "image", "chain", "conversation")
     assert template.origin == path
     assert template.description
-    if template.kind == "text":
+    if template.kind in ("text", "conversation"):
         assert "$input" in template.user
     if template.kind == "chain":
         assert len(template.steps) >= 2

@@ -1,4 +1,4 @@
-"""daemon/textproc.py: strip_think and its streaming twin ThinkFilter."""
+"""daemon/textproc.py: strip_think and its streaming twin ThinkFilter; clean_prompt."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from daemon.textproc import CLOSE, OPEN, ThinkFilter, _partial_suffix, strip_think
+from daemon.textproc import CLOSE, OPEN, ThinkFilter, _partial_suffix, clean_prompt, strip_think
 
 
 @pytest.mark.parametrize(
@@ -184,3 +184,33 @@ def test_close_after_a_closed_block_is_stray():
 )
 def test_partial_suffix(text, tag, size):
     assert _partial_suffix(text, tag) == size
+
+
+# --- clean_prompt: a final answer as one paragraph of prompt ------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("A cat on a roof.", "A cat on a roof."),
+        ('Sure! Here is your prompt:\n\n"A cat on a roof at night."\n\nThis sets the mood.',
+         "A cat on a roof at night."),
+        ("Here is the prompt: A black cat on a roof.", "A black cat on a roof."),
+        ("Prompt: a cat, night, moon,\nroof, watercolor", "a cat, night, moon, roof, watercolor"),
+        ("**Final Prompt:** A cat sleeping\non a windowsill in the rain.",
+         "A cat sleeping on a windowsill in the rain."),
+        ("<think>plan</think>“A fox in the snow.”", "A fox in the snow."),
+        ("1girl, red dress\nbeach\nsunset", "1girl, red dress, beach, sunset"),
+        ("```\nA cat, moon\n```", "A cat, moon"),
+        ("Okay.\n\nA lighthouse in a storm.", "A lighthouse in a storm."),
+        ("A dragon.\nIt breathes fire.", "A dragon. It breathes fire."),
+        ("「夜の猫」", "夜の猫"),
+        ("", ""),
+    ],
+)  # fmt: skip
+def test_clean_prompt(raw, clean):
+    assert clean_prompt(raw) == clean
+
+
+def test_clean_prompt_keeps_a_lone_line_it_would_otherwise_drop():
+    assert clean_prompt("Here you go:") == "Here you go:"
