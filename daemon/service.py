@@ -57,8 +57,9 @@ class _Control:
     the tray, or the start-up load), or preload one while the user selects a region."""
 
     kind: str
-    model: str | None = None
+    model: str | None = None  # a model to load; for "answer": the window's tag
     spec: ModelSpec | None = None
+    text: str | None = None  # "answer": what the user answered
 
 
 @dataclass
@@ -176,6 +177,7 @@ class Service:
         # Result windows by job tag (the job as taken, for Retry); refused: over a game.
         self._windows: dict[str, _Ready] = {}
         self._refused: set[str] = set()
+        self._conversations: dict[str, tuple[_Ready, Any]] = {}  # by tag: asking
         self.last_result: tuple[str, str, str] | None = None  # title, source, text
         self._shown = 0
         self._pending = 0  # jobs taken in and not yet started (what queue_size limits)
@@ -411,11 +413,71 @@ class Service:
         if region:
             self._preload(spec)
             self._warm_ocr_meanwhile(job, plan.values)
+        talk = pipeline.is_conversation(job.action, self.templates)
+        if talk and "window" not in job.outputs:
+            job.outputs = ("window", *job.outputs)  # its questions are asked there
         payload = read_source(self.io, job)
-        pipeline.check_input(job.action, self.templates, payload)
+        pipeline.check_input(job.action, self.templates, payload, conversation=talk)
         if not region:
             spec = model()
         return _Ready(job, plan, payload, spec)
+
+    # -- conversations (the prompt builder) ---------------------------------------------
+    def _converse(self, ready: _Ready, spec: ModelSpec) -> ActionResult:
+        """The first turn: the question goes to the job's window; each answer the user
+        gives there comes back as an item of its own on this thread (_answer)."""
+        job = ready.job
+        self._set_state("loading" if not self.engines.get(spec).loaded else "busy")
+        talk = runner.conversation(ready.plan, self.templates, spec, self.engines)
+        self._set_state("busy")
+        turn = talk.start(ready.payload.text or "", on_text=self._streamer(job))
+        self._conversations[str(job.tag)] = (ready, talk)
+        self._ask(job, turn)
+        self._finish(job, "asked", "shown")
+        return ActionResult(action=job.action, text=turn.text, model=spec.name,
+                            timings=dict(turn.timings))  # fmt: skip
+
+    def _streamer(self, job: Job) -> Callable[[str], None]:
+        return lambda piece: self._window({"do": "text", "tag": job.tag, "text": piece})
+
+    def _ask(self, job: Job, turn: Any) -> None:
+        self._window({"do": "ask", "tag": job.tag, "question": turn.question or turn.text,
+                      "choices": list(turn.choices), "number": turn.number})  # fmt: skip
+
+    def _answer(self, item: _Control) -> None:
+        """The user's answer in the window: the next question, or the final prompt."""
+        held = self._conversations.get(str(item.model))
+        if held is None:
+            return  # the window was closed meanwhile
+        ready, talk = held
+        job = ready.job
+        self._set_state("busy")
+        try:
+            turn = talk.answer(item.text or "", on_text=self._streamer(job))
+        except Cancelled:
+            self._window({"do": "failed", "tag": job.tag, "message": "Cancelled; answer "
+                          "again to go on."})  # fmt: skip
+            return
+        except YomitoriError as err:
+            self._set_error(str(err))
+            self._window({"do": "failed", "tag": job.tag, "message": str(err)})
+            return
+        if not turn.is_final:
+            self._ask(job, turn)
+            return
+        self._conversations.pop(str(job.tag), None)
+        title = pipeline.title_of(job.action, self.templates)
+        result = ActionResult(action=job.action, text=turn.text,
+                              model=ready.spec.name if ready.spec else "",
+                              timings=dict(turn.timings))  # fmt: skip
+        went = deliver(self.io, job, result, self.settings.notify_chars, title,
+                       history=self.history is not None and self.settings.history)  # fmt: skip
+        self._window({"do": "done", "tag": job.tag, "text": turn.text,
+                      "status_after": f"The prompt: {went}." if went else "Done."})  # fmt: skip
+        if self.history is not None and self.settings.history:
+            self.history.add(job.action, ready.payload.source, ready.payload.text or "",
+                             turn.text, result.model, result.timings)  # fmt: skip
+        self.last_result = (title, ready.payload.text or "", turn.text)
 
     # -- the result window ------------------------------------------------------------
     def _open_window(self, ready: _Ready, status: str) -> None:
@@ -457,6 +519,12 @@ class Service:
                 self._retry(self._windows[tag])
             elif action == "refused":
                 self._refused.add(tag)
+            elif action == "answer" and tag in self._conversations:
+                self._queue.put(_Control("answer", model=tag, text=str(text or "")))
+            elif action == "closed":
+                held = self._conversations.pop(tag, None)
+                if held is not None and self.running is held[0].job:
+                    held[1].cancel()
         except YomitoriError as err:
             self.io.notify("Result window", str(err))
 
@@ -589,6 +657,9 @@ class Service:
         if item.kind == "preload":
             self._preload_now(item.spec)
             return
+        if item.kind == "answer":
+            self._answer(item)
+            return
         self._set_state("loading")
         try:
             spec = self.current_spec(item.model or self.model_name)
@@ -689,6 +760,8 @@ class Service:
     def _execute(self, ready: _Ready) -> ActionResult:
         job, spec, payload = ready.job, ready.spec, ready.payload
         self._note_remote(spec)
+        if pipeline.is_conversation(job.action, self.templates) and spec is not None:
+            return self._converse(ready, spec)
 
         note: threading.Timer | None = None
 

@@ -95,7 +95,7 @@ def test_shipped_image_bindings_use_a_region_or_a_copied_image():
         assert (action, "region") in pairs
     assert ("caption", "clipboard_image") in pairs
     for binding in config.bindings:
-        if binding.action != "variations":
+        if binding.action not in ("variations", "prompt_builder"):
             assert binding.output == ("clipboard", "notify")
 
 
@@ -103,7 +103,7 @@ def test_shipped_bindings_are_canonical_distinct_and_located():
     config = load_config([SHIPPED])
     lines = SHIPPED.read_text(encoding="utf-8").splitlines()
     hotkeys = [b.hotkey for b in config.bindings]
-    assert len(set(hotkeys)) == len(hotkeys) == 6
+    assert len(set(hotkeys)) == len(hotkeys) == 7
     assert config.settings.cancel_hotkey not in hotkeys
     for binding in config.bindings:
         assert format_chord(parse_chord(binding.hotkey)) == binding.hotkey

@@ -1678,3 +1678,47 @@ def test_a_region_window_shows_the_picture_then_what_ocr_read(make: Make, tmp_pa
     # History keeps what OCR read as the input (it used to be empty for regions).
     assert history.recent(1)[0].input_excerpt == "夕焼けの海"
     history.close()
+
+
+# --- the prompt builder in the window ---------------------------------------------------
+
+
+def test_the_prompt_builder_asks_in_the_window_and_copies_the_final_prompt(
+    make: Make, tmp_path: Path
+) -> None:
+    history = History(tmp_path / "h.sqlite3")
+    h = make(history=history)
+    h.engine.then("どんな画風にしますか？\n例: 写真 / アニメ / 水彩",
+                  "時間帯は？\n例: 朝 / 夕方 / 夜",
+                  "A cat on a windowsill at dusk, soft anime style.")  # fmt: skip
+    h.io.clipboard = "猫"
+    h.hotkey(Job(action="prompt_builder", chord="<f6>"))
+    ask = next(m for m in h.io.windows if m["do"] == "ask")
+    assert ask["question"] == "どんな画風にしますか？"
+    assert ask["choices"] == ["写真", "アニメ", "水彩"]
+    tag = ask["tag"]
+    # The answer comes from the window; the next question goes back to it.
+    h.service.window_event({"ev": "window", "tag": tag, "action": "answer", "text": "アニメ"})
+    wait_for(lambda: len([m for m in h.io.windows if m["do"] == "ask"]) == 2, "question 2")
+    h.service.window_event({"ev": "window", "tag": tag, "action": "answer", "text": "GO"})
+    wait_for(lambda: any(m["do"] == "done" for m in h.io.windows), "the final prompt")
+    done = next(m for m in h.io.windows if m["do"] == "done")
+    assert done["text"] == "A cat on a windowsill at dusk, soft anime style."
+    assert h.io.writes == [done["text"]]  # copied
+    # Each turn sent the whole conversation so far: the answers are in the last one.
+    last = h.engine.calls[-1][0]
+    assert any("アニメ" in str(m["content"]) for m in last if m["role"] == "user")
+    wait_for(lambda: history.recent(1) != [], "the history entry")
+    assert history.recent(1)[0].output == done["text"]
+    assert history.recent(1)[0].input_excerpt == "猫"
+    history.close()
+
+
+def test_closing_the_window_ends_the_conversation(h: Harness) -> None:
+    h.engine.then("What style?\nExamples: photo / anime")
+    h.hotkey(Job(action="prompt_builder", text="a cat", origin="tray"))
+    tag = next(m for m in h.io.windows if m["do"] == "ask")["tag"]
+    h.service.window_event({"ev": "window", "tag": tag, "action": "closed"})
+    h.service.window_event({"ev": "window", "tag": tag, "action": "answer", "text": "photo"})
+    h.settle()
+    assert len(h.engine.calls) == 1  # the answer after close went nowhere

@@ -169,7 +169,7 @@ class Tray:
     def action_items(self) -> list[Any]:
         """Every action by its title; greyed out when the current model cannot do it
         (no model, no vision), so a click never ends in an error."""
-        actions = [(name, "clipboard" if template.kind == "text" else "region")
+        actions = [(name, "region" if template.kind in ("image", "chain") else "clipboard")
                    for name, template in self.service.templates.templates.items()]  # fmt: skip
         actions += [(name, "region") for name in BUILTIN_ACTIONS]
         items = []

@@ -99,7 +99,7 @@ class ResultWindow:
         self.top.withdraw()
         self.top.title("yomitori")
         self.top.attributes("-topmost", True)
-        self.top.protocol("WM_DELETE_WINDOW", self.close)
+        self.top.protocol("WM_DELETE_WINDOW", lambda: self._button("close"))
         self.top.configure(padx=10, pady=8)
         self.heading = tk.Label(self.top, font=("TkDefaultFont", 11, "bold"), anchor="w")
         self.heading.pack(fill="x")
@@ -115,6 +115,8 @@ class ResultWindow:
         self.ask = tk.Frame(self.top)
         self.question = tk.Label(self.ask, anchor="w", justify="left", wraplength=WRAP)
         self.question.pack(fill="x")
+        self.choices = tk.Frame(self.ask)
+        self.choices.pack(fill="x", pady=(4, 0))
         row = tk.Frame(self.ask)
         row.pack(fill="x", pady=(4, 0))
         self.answer = tk.Entry(row)
@@ -131,7 +133,7 @@ class ResultWindow:
             button = tk.Button(buttons, text=label, command=lambda n=name: self._button(n))
             button.pack(side="left", padx=(0, 6))
             self.buttons[name] = button
-        self.top.bind("<Escape>", lambda _e: self.close())
+        self.top.bind("<Escape>", lambda _e: self._button("close"))
         self.top.bind("<Control-c>", lambda _e: self._button("copy"))
         self.top.bind("<Control-r>", lambda _e: self._button("retry"))
         # Enter pastes where the user was (the answer field keeps its own Enter).
@@ -197,10 +199,15 @@ class ResultWindow:
         self._enable(done=True, copy=bool(self.text))
         self._fit()
 
-    def asking(self, question: str) -> None:
+    def asking(self, question: str, choices: list[str] | None = None) -> None:
         self.text = ""
         self._set_body("")
         self.question.configure(text=question)
+        for child in self.choices.winfo_children():
+            child.destroy()
+        for choice in (choices or [])[:6]:  # its example answers, one click each
+            button = tk.Button(self.choices, text=choice, command=lambda c=choice: self._answer(c))
+            button.pack(side="left", padx=(0, 4))
         self.ask.pack(fill="x", before=self.status)
         self.answer.delete(0, "end")
         self.answer.focus_set()
@@ -342,7 +349,8 @@ class ResultWindows:
                 window.set_source(str(message["source"]))
             window.done(str(message.get("text") or ""), list(message.get("items") or []))
         elif do == "ask":
-            window.asking(str(message.get("question") or ""))
+            window.asking(str(message.get("question") or ""),
+                          [str(c) for c in message.get("choices") or []])  # fmt: skip
         elif do == "failed":
             window.failed(str(message.get("message") or "It failed."))
         elif do == "close":
