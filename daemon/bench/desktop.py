@@ -235,16 +235,16 @@ def run_daemon_bench(model: str, runs: int, idle_seconds: float, say: Any) -> di
         say(f"idle daemon without a model, {idle_seconds:.0f} s…")
         daemon.cli("free")
         _wait(lambda: not status().get("loaded"), 30, 0.1)
-        daemon = psutil.Process(proc.pid)
+        process = psutil.Process(proc.pid)
         time.sleep(1.0)
-        cpu_before = sum(daemon.cpu_times()[:2])
+        cpu_before = sum(process.cpu_times()[:2])
         time.sleep(idle_seconds)
-        cpu_used = sum(daemon.cpu_times()[:2]) - cpu_before
-        helpers = daemon.children(recursive=True)  # the overlay process (model and OCR freed)
+        cpu_used = sum(process.cpu_times()[:2]) - cpu_before
+        helpers = process.children(recursive=True)  # the overlay process (model and OCR freed)
         figures.update(
-            idle_rss_mb=round(daemon.memory_info().rss / 2**20, 1),
+            idle_rss_mb=round(process.memory_info().rss / 2**20, 1),
             idle_rss_total_mb=round(
-                sum(p.memory_info().rss for p in [daemon, *helpers] if p.is_running()) / 2**20, 1
+                sum(p.memory_info().rss for p in [process, *helpers] if p.is_running()) / 2**20, 1
             ),
             idle_cpu_percent=round(100 * cpu_used / idle_seconds, 3),
             idle_seconds=idle_seconds,

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import queue
 import signal
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -110,6 +112,14 @@ def serve(
 # -- the daemon's side ------------------------------------------------------------
 
 
+def _route_event(helper: weakref.ref[HelperProcess], message: Message) -> None:
+    """A child's event to its helper's handler (held weakly: the reader thread must not
+    keep a forgotten helper, and so its process, alive)."""
+    target = helper()
+    if target is not None and target.on_event is not None:
+        target.on_event(message)
+
+
 class HelperProcess:
     """Starts the helper on demand, restarts it after a crash, stops it to free memory."""
 
@@ -188,7 +198,7 @@ class HelperProcess:
             return self._child
         self._stop_locked()  # what is left of one that died
         self._child = child = Child(self.module, self._log)
-        child.channel.on_event = lambda message: self.on_event and self.on_event(message)
+        child.channel.on_event = functools.partial(_route_event, weakref.ref(self))
         try:
             first = child.receive(0, timeout=60)
         except (ChildDied, TimeoutError):

@@ -11,6 +11,7 @@ user is the owner's to say: :class:`ChildDied` carries no message.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import queue
 import subprocess
@@ -28,6 +29,11 @@ Message = dict[str, Any]
 # How often a waiting request checks that the child is still alive; a dead
 # child normally shows up at once as end-of-file on its pipe.
 _POLL_S = 0.5
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
 
 
 class ChildDied(Exception):
@@ -54,16 +60,15 @@ class Child:
         self.channel = Channel(self.proc.stdout, self.proc.stdin)
         # Its pipe closes when it exits: reaped then, so no zombie waits for the next
         # request to notice (a crashed helper nobody uses would stay one).
-        self.channel.start_reader(f"worker-{self.proc.pid}-reader", on_eof=self._reap)
+        # (The reader holds only the Popen, never this object: a forgotten Child must still
+        # be collected, so that its finalizer kills the process.)
+        self.channel.start_reader(f"worker-{self.proc.pid}-reader",
+                                  on_eof=functools.partial(_reap, self.proc))  # fmt: skip
         weakref.finalize(self, _kill_if_running, self.proc)
 
     @property
     def pid(self) -> int:
         return self.proc.pid
-
-    def _reap(self) -> None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)
 
     @property
     def alive(self) -> bool:
