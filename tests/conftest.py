@@ -107,3 +107,25 @@ def vision_files(tiny_spec, tmp_path_factory) -> dict[str, Path]:
     whole = files["mmproj"].read_bytes()
     files["truncated"].write_bytes(whole[: len(whole) // 2])
     return files
+
+
+# What makes a test slow: fixtures that start the real model, a server or an X display,
+# and modules whose every test drives real processes.
+SLOW_FIXTURES = {"tiny_spec", "engine", "vision_files", "desk", "display", "host", "grabber",
+                 "daemon", "backend_model", "ollama", "studio", "user_server"}  # fmt: skip
+SLOW_MODULES = {"test_daemon", "test_grab_x11", "test_managed_server", "test_openai_engine",
+                "test_privacy", "test_vision_path", "test_result_window", "test_notify_replace",
+                "test_tray_states", "test_region", "test_ocr", "test_ocr_worker", "test_engine",
+                "test_vlm", "test_standin_servers", "test_binary", "test_tray", "test_portal",
+                "test_bench", "test_screen"}  # fmt: skip
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the slow tests ``model``, so that ``pytest -m "not model"`` is the quick core."""
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        needs = any("gemma3-270m" in str(mark.kwargs.get("reason", ""))
+                    for mark in item.iter_markers("skipif"))  # fmt: skip
+        if (needs or module in SLOW_MODULES
+                or SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))):  # fmt: skip
+            item.add_marker(pytest.mark.model)

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import FakeEngine
 
 from daemon.actions import ActionResult, Payload, check_payload, is_image, prepare, run_action
-from daemon.engine import Generation
 from daemon.errors import Cancelled, EngineError, UserInputError
 from daemon.models import ModelSpec
 from daemon.prompts import Template, load_template
@@ -19,64 +19,9 @@ JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 16
 WEBP = b"RIFF\x10\x00\x00\x00WEBPVP8 " + b"\x00" * 8
 
 
-class FakeEngine:
-    """Speaks the Engine protocol; streams scripted chunks."""
-
-    def __init__(
-        self,
-        chunks: list[str] | None = None,
-        finish_reason: str = "stop",
-        load_s: float = 0.25,
-        generation_load_s: float = 0.0,
-    ) -> None:
-        self.chunks = ["Hello", " world"] if chunks is None else chunks
-        self.finish_reason = finish_reason
-        self.load_s = load_s
-        self.generation_load_s = generation_load_s
-        self.loads: list[ModelSpec] = []
-        self.calls: list[tuple[list[dict[str, Any]], dict[str, Any]]] = []
-        self._spec: ModelSpec | None = None
-        self.cancelled = False
-        self.unloaded = False
-
-    @property
-    def spec(self) -> ModelSpec | None:
-        return self._spec
-
-    @property
-    def loaded(self) -> bool:
-        return self._spec is not None
-
-    def load(self, spec: ModelSpec) -> float:
-        self.loads.append(spec)
-        self._spec = spec
-        return self.load_s
-
-    def generate(self, messages, options, on_text=None) -> Generation:
-        self.calls.append((messages, dict(options)))
-        for chunk in self.chunks:
-            if on_text is not None:
-                on_text(chunk)
-        return Generation(
-            text="".join(self.chunks),
-            finish_reason=self.finish_reason,
-            ttft_s=0.01,
-            total_s=0.5,
-            load_s=self.generation_load_s,
-            prompt_tokens=12,
-            reused_tokens=8,
-            completion_tokens=len(self.chunks),
-        )
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-    def unload(self) -> None:
-        self.unloaded = True
-        self._spec = None
-
-    def stats(self) -> dict[str, Any]:
-        return {"loaded": self._spec is not None}
+def engine_with(chunks: list[str] | None = None, **kwargs: Any) -> FakeEngine:
+    """The shared fake, streaming "Hello world" in two pieces unless told otherwise."""
+    return FakeEngine(chunks=["Hello", " world"] if chunks is None else chunks, **kwargs)
 
 
 TEXT_TEMPLATE = """
@@ -135,7 +80,7 @@ def run(template, payload, engine, spec, **kwargs):
 
 
 def test_result_is_think_stripped_and_trimmed(text_template, spec):
-    engine = FakeEngine(["<think>", "the user wants", "</think>", "\n\n  A cat", " sits.  \n"])
+    engine = engine_with(["<think>", "the user wants", "</think>", "\n\n  A cat", " sits.  \n"])
     result, shown = run(text_template, Payload(text="猫が座る"), engine, spec)
     assert isinstance(result, ActionResult)
     assert result.text == "A cat sits."
@@ -148,7 +93,7 @@ def test_result_is_think_stripped_and_trimmed(text_template, spec):
 
 
 def test_on_text_never_sees_thinking_even_split_inside_tags(text_template, spec):
-    engine = FakeEngine(["Be", "fore <th", "ink>sec", "ret</thi", "nk> after"])
+    engine = engine_with(["Be", "fore <th", "ink>sec", "ret</thi", "nk> after"])
     result, shown = run(text_template, Payload(text="x"), engine, spec)
     assert "".join(shown) == "Before  after"
     assert "secret" not in "".join(shown)
@@ -157,12 +102,12 @@ def test_on_text_never_sees_thinking_even_split_inside_tags(text_template, spec)
 
 
 def test_on_text_is_optional(text_template, spec):
-    result = run_action(text_template, Payload(text="x"), FakeEngine(), spec)
+    result = run_action(text_template, Payload(text="x"), engine_with(), spec)
     assert result.text == "Hello world"
 
 
 def test_stray_close_tag_marks_stream_dirty(text_template, spec):
-    engine = FakeEngine(["thinking aloud", "</think>", "answer"])
+    engine = engine_with(["thinking aloud", "</think>", "answer"])
     result, shown = run(text_template, Payload(text="x"), engine, spec)
     assert result.text == "answer"
     assert result.stream_was_dirty
@@ -170,7 +115,7 @@ def test_stray_close_tag_marks_stream_dirty(text_template, spec):
 
 
 def test_messages_have_system_first_and_input_in_user(text_template, spec):
-    engine = FakeEngine()
+    engine = engine_with()
     run(text_template, Payload(text="夕焼け"), engine, spec)
     ((messages, _),) = engine.calls
     assert [m["role"] for m in messages] == ["system", "user"]
@@ -180,25 +125,25 @@ def test_messages_have_system_first_and_input_in_user(text_template, spec):
 
 
 def test_values_reach_the_prompt(text_template, spec):
-    engine = FakeEngine()
+    engine = engine_with()
     run(text_template, Payload(text="x"), engine, spec, values={"style": "tags"})
     assert engine.calls[0][0][0]["content"] == "You translate. Use tags."
 
 
 def test_options_merge_template_defaults_and_overrides(text_template, spec):
-    engine = FakeEngine()
+    engine = engine_with()
     run(text_template, Payload(text="x"), engine, spec, options={"max_tokens": 64, "seed": 1})
     assert engine.calls[0][1] == {"temperature": 0.2, "max_tokens": 64, "seed": 1}
 
 
 def test_engine_loads_the_given_spec(text_template, spec):
-    engine = FakeEngine()
+    engine = engine_with()
     run(text_template, Payload(text="x"), engine, spec)
     assert engine.loads == [spec]
 
 
 def test_image_action_sends_image_first(image_template, vision_spec):
-    engine = FakeEngine(["A red square."])
+    engine = engine_with(["A red square."])
     result, _ = run(image_template, Payload(image=PNG, source="image"), engine, vision_spec)
     assert result.text == "A red square."
     messages = engine.calls[0][0]
@@ -210,7 +155,7 @@ def test_image_action_sends_image_first(image_template, vision_spec):
 
 
 def test_timings(text_template, spec):
-    engine = FakeEngine(load_s=0.25, generation_load_s=0.5)
+    engine = engine_with(load_s=0.25, generation_load_s=0.5)
     result, _ = run(text_template, Payload(text="x"), engine, spec)
     timings = result.timings
     for key in ("load_s", "ttft_s", "total_s", "prompt_tokens", "reused_tokens"):
@@ -229,14 +174,14 @@ def test_timings(text_template, spec):
 
 
 def test_cancelled_generation_raises(text_template, spec):
-    engine = FakeEngine(["partial"], finish_reason="cancelled")
+    engine = engine_with(["partial"], finish_reason="cancelled")
     with pytest.raises(Cancelled):
         run(text_template, Payload(text="x"), engine, spec)
 
 
 @pytest.mark.parametrize("chunks", [[], ["   ", "\n"], ["<think>", "hmm", "</think>", "  "]])
 def test_empty_output_is_an_engine_error(text_template, spec, chunks):
-    engine = FakeEngine(chunks)
+    engine = engine_with(chunks)
     with pytest.raises(EngineError) as info:
         run(text_template, Payload(text="x"), engine, spec)
     assert "no text" in str(info.value)
@@ -244,7 +189,7 @@ def test_empty_output_is_an_engine_error(text_template, spec, chunks):
 
 
 def test_all_thinking_at_length_gives_max_tokens_hint(text_template, spec):
-    engine = FakeEngine(["<think>", "still going"], finish_reason="length")
+    engine = engine_with(["<think>", "still going"], finish_reason="length")
     with pytest.raises(EngineError) as info:
         run(text_template, Payload(text="x"), engine, spec, options={"max_tokens": 77})
     message = str(info.value)
@@ -254,7 +199,7 @@ def test_all_thinking_at_length_gives_max_tokens_hint(text_template, spec):
 
 
 def test_empty_at_length_without_thinking_is_plain_empty_error(text_template, spec):
-    engine = FakeEngine([""], finish_reason="length")
+    engine = engine_with([""], finish_reason="length")
     with pytest.raises(EngineError, match="no text"):
         run(text_template, Payload(text="x"), engine, spec)
 
@@ -263,7 +208,7 @@ def test_empty_at_length_without_thinking_is_plain_empty_error(text_template, sp
 
 
 def test_image_to_text_action_refused(text_template, spec):
-    engine = FakeEngine()
+    engine = engine_with()
     with pytest.raises(UserInputError, match="text action"):
         run_action(text_template, Payload(image=PNG), engine, spec)
     # Refused before any model is loaded.
@@ -288,7 +233,7 @@ def test_non_image_bytes_refused(image_template, vision_spec):
 
 
 def test_image_action_needs_vision_model(image_template, spec):
-    engine = FakeEngine()
+    engine = engine_with()
     with pytest.raises(UserInputError) as info:
         run_action(image_template, Payload(image=PNG), engine, spec)
     assert "mmproj" in str(info.value)
@@ -331,7 +276,7 @@ def test_prepare_renders_without_loading(text_template, spec):
 
 
 def test_prepare_reports_bad_value_before_loading(text_template, spec):
-    engine = FakeEngine()
+    engine = engine_with()
     with pytest.raises(UserInputError, match="prose, tags"):
         run_action(text_template, Payload(text="x"), engine, spec, values={"style": "poem"})
     assert engine.loads == []

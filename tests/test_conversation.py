@@ -9,15 +9,13 @@ import io
 import json
 import textwrap
 import threading
-import time
-from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import needs_model, run_cli
-from test_actions import FakeEngine
+from fakes import FakeEngine
+from xdesktop import wait_for
 
 from daemon import cli, pipeline, runner
 from daemon.actions import Payload
@@ -47,46 +45,10 @@ BUILDER = """
 """
 
 
-class ScriptedEngine(FakeEngine):
-    """test_actions' fake engine, but each generate streams the next scripted reply (a
-    string, a Generation or an exception); ``gate.clear()`` makes generate wait (for a
-    cancel, or ``gate.set()``)."""
-
-    def __init__(self, *replies: str | Generation | BaseException) -> None:
-        super().__init__(load_s=0.5)
-        self.replies: deque[str | Generation | BaseException] = deque(replies)
-        self.cancels = 0
-        self.entered = threading.Event()
-        self.gate = threading.Event()
-        self.gate.set()
-        self._cancelled = threading.Event()
-
-    def generate(self, messages: list[dict[str, Any]], options: dict[str, Any],
-                 on_text: Callable[[str], None] | None = None) -> Generation:  # fmt: skip
-        # A deep copy: the conversation must not change what it sent afterwards.
-        self.calls.append(([dict(m) for m in messages], dict(options)))
-        self.entered.set()
-        deadline = time.monotonic() + 10
-        while not self.gate.wait(0.005):
-            if self._cancelled.is_set() or time.monotonic() > deadline:
-                break
-        if self._cancelled.is_set():
-            self._cancelled.clear()
-            return Generation(text="half a quest", finish_reason="cancelled")
-        reply = self.replies.popleft() if self.replies else "What else?"
-        if isinstance(reply, BaseException):
-            raise reply
-        if isinstance(reply, Generation):
-            return reply
-        for start in range(0, len(reply), 4):
-            if on_text is not None:
-                on_text(reply[start : start + 4])
-        return Generation(text=reply, finish_reason="stop", ttft_s=0.01, total_s=0.1,
-                          prompt_tokens=10, completion_tokens=5)  # fmt: skip
-
-    def cancel(self) -> None:
-        self.cancels += 1
-        self._cancelled.set()
+def ScriptedEngine(*replies: str | Generation | BaseException) -> FakeEngine:
+    """The shared fake: each generate streams the next reply in pieces of four characters
+    (or raises it, or returns it whole); "What else?" once they run out."""
+    return FakeEngine(default_text="What else?", load_s=0.5, piece_chars=4).then(*replies)
 
 
 def write(folder: Path, name: str, body: str) -> Path:
@@ -315,7 +277,7 @@ def test_a_cancelled_turn_changes_nothing_and_can_be_retried(tmp_path, spec):
     conv, engine = conversation(tmp_path, spec, "Q1?", "Q2?")
     conv.start("a cat")
     before = conv.messages
-    engine.gate.clear()
+    engine.block()
     failures: list[BaseException] = []
 
     def answer() -> None:
@@ -326,13 +288,13 @@ def test_a_cancelled_turn_changes_nothing_and_can_be_retried(tmp_path, spec):
 
     worker = threading.Thread(target=answer)
     worker.start()
-    assert engine.entered.wait(5)
+    assert wait_for(lambda: engine.entered == 2, 5)  # the answer's turn, not the start's
     assert conv.running
     with pytest.raises(UserInputError, match="still running"):
         conv.answer("day")
     conv.cancel()
     worker.join(5)
-    engine.gate.set()
+    engine.release()
     assert engine.cancels == 1
     assert len(failures) == 1 and isinstance(failures[0], Cancelled)
     assert conv.messages == before and conv.answers == [] and len(conv.questions) == 1
@@ -600,7 +562,7 @@ def run_do(monkeypatch, capsys, *args: str, stdin: str = "") -> tuple[int, str, 
 
 
 def test_do_with_answers_prints_json(monkeypatch, capsys, scripted_do):
-    scripted_do.replies.extend(["Q1?\nExamples: a / b", "Q2?", "Q3?", "A cat at night."])
+    scripted_do.script.extend(["Q1?\nExamples: a / b", "Q2?", "Q3?", "A cat at night."])
     code, out, err = run_do(monkeypatch, capsys, "pb", "--text", "猫", "--answer", "夜",
                             "--answer", "ink", "--set", "style=tags", "--json")  # fmt: skip
     assert code == 0, err
@@ -618,7 +580,7 @@ def test_do_with_answers_prints_json(monkeypatch, capsys, scripted_do):
 
 
 def test_do_reads_the_idea_and_answers_from_stdin_lines(monkeypatch, capsys, scripted_do):
-    scripted_do.replies.extend(["Q1?", "Q2?", "A prompt."])
+    scripted_do.script.extend(["Q1?", "Q2?", "A prompt."])
     code, out, _ = run_do(monkeypatch, capsys, "pb", "--stdin", stdin="a cat\nnight\nGO\nlost\n")
     assert code == 0
     assert out == "A prompt.\n"
@@ -629,7 +591,7 @@ def test_do_reads_the_idea_and_answers_from_stdin_lines(monkeypatch, capsys, scr
 
 
 def test_do_with_text_takes_answers_from_stdin_until_it_ends(monkeypatch, capsys, scripted_do):
-    scripted_do.replies.extend(["Q1?", "A prompt."])
+    scripted_do.script.extend(["Q1?", "A prompt."])
     code, out, _ = run_do(monkeypatch, capsys, "pb", "--text", "a cat", stdin="")
     assert code == 0 and out == "A prompt.\n"
     assert scripted_do.calls[-1][0][-1]["content"] == "Write the prompt. Use sentences."

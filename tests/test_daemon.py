@@ -325,7 +325,10 @@ def test_worker_killed_mid_action_notifies_and_recovers(desk, daemon):
     desk.key("super+alt+shift+l")
     assert wait_for(lambda: daemon.status().get("state") == "busy", 30)
     pid = worker_pid(daemon.status())
-    time.sleep(0.5)
+    worker = psutil.Process(pid)
+    start = sum(worker.cpu_times()[:2])
+    # Killed while it really generates (it has spent CPU on this request), not before.
+    assert wait_for(lambda: sum(worker.cpu_times()[:2]) > start + 0.2, 30)
     os.kill(pid, signal.SIGKILL)
     failed = wait_for(
         lambda: [n for n in desk.notifications() if n["summary"] == "Prompt variations failed"], 30
@@ -409,7 +412,7 @@ def test_region_hotkey_reads_the_text_under_the_dragged_box(desk, daemon, tmp_pa
         assert wait_for(ready.exists, 15)
         desk.set_clipboard("before")
         desk.key("super+alt+shift+o")
-        time.sleep(1.0)  # the overlay freezes the screen and shows itself
+        assert wait_for(lambda: _overlay_shown(desk), 15), "the overlay did not open"
         x0, y0 = 100, 120
         desk.run("xdotool", "mousemove", str(x0), str(y0), "mousedown", "1",
                  "mousemove", str(x0 + image.width // 2), str(y0 + image.height // 2),
@@ -451,7 +454,8 @@ def test_overlay_runs_apart_and_comes_back_after_a_crash(desk, daemon):
     hosts[0].wait(10)
     desk.set_clipboard("untouched")
     desk.key("super+alt+shift+o")
-    time.sleep(1.5)  # a new overlay process starts and shows the overlay
+    # A new overlay process starts and shows the overlay.
+    assert wait_for(lambda: _overlay_shown(desk), 30), daemon.log()
     desk.key("Escape")
     new = wait_for(lambda: _overlay_hosts(daemon), 30)
     assert new and new[0].pid != hosts[0].pid
@@ -605,7 +609,7 @@ def test_no_user_text_reaches_the_log_or_the_terminal(desk, tmp_path):
                                          str(shown)], env=desk.full_env()))  # fmt: skip
         assert wait_for(shown.exists, 15)
         desk.key("super+alt+shift+o")  # region → OCR → clipboard
-        time.sleep(1.0)  # the overlay shows the frozen screen
+        assert wait_for(lambda: _overlay_shown(desk), 15), "the overlay did not open"
         size = Image.open(picture).size
         desk.run("xdotool", "mousemove", "100", "120", "mousedown", "1", "mousemove",
                  str(100 + size[0] - 1), str(120 + size[1] - 1), "mouseup", "1")  # fmt: skip

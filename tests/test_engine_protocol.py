@@ -14,16 +14,15 @@ MEMBERS = ("spec", "loaded", "load", "generate", "cancel", "unload", "stats")
 
 
 def engine_classes() -> list[type]:
-    from test_actions import FakeEngine as ActionsFake
-    from test_service import FakeEngine as ServiceFake
+    from fakes import FakeEngine
 
     from daemon.engine.client import WorkerEngine
     from daemon.engine.ollama import OllamaEngine
     from daemon.engine.openai import OpenAIEngine
     from daemon.engine.server import ManagedServerEngine
 
-    return [WorkerEngine, OpenAIEngine, OllamaEngine, ManagedServerEngine, ServiceFake,
-            ActionsFake]  # fmt: skip
+    # The tests' one fake engine (tests/fakes.py) is checked like the real ones.
+    return [WorkerEngine, OpenAIEngine, OllamaEngine, ManagedServerEngine, FakeEngine]
 
 
 def parameters(function: object) -> list[str]:

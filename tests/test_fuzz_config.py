@@ -243,7 +243,8 @@ def test_files_that_are_not_text(folder: Path, raw: bytes) -> None:
 def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A started Service on the real loaders, a fake desktop and a fake engine, with
     the user's config folder in ``tmp_path/config``."""
-    from test_service import FakeDesktop, FakeEngine, FakeOcr
+    from fakes import FakeEngine
+    from test_service import FakeDesktop, FakeOcr
 
     from daemon.service import Service
 

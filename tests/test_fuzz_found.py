@@ -76,7 +76,8 @@ def test_a_keep_alive_of_centuries_leaves_the_action_thread_running(tmp_path: Pa
     """Its wait once overflowed the lock's timeout and ended the action thread."""
     from concurrent.futures import Future
 
-    from test_service import FakeDesktop, FakeEngine
+    from fakes import FakeEngine
+    from test_service import FakeDesktop
 
     from daemon.config import Config, Settings
     from daemon.models import ModelsConfig, ModelSpec

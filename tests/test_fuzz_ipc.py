@@ -65,7 +65,8 @@ class Served:
 @pytest.fixture(scope="module")
 def served() -> Iterator[Served]:
     """The daemon's handler on a real UnixServer and a real PipeServer (AF_UNIX)."""
-    from test_service import FakeDesktop, FakeEngine, FakeOcr
+    from fakes import FakeEngine
+    from test_service import FakeDesktop, FakeOcr
 
     from daemon.desktop.app import Daemon
     from daemon.service import Service

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from typing import Any
 
 from xdesktop import wait_for
@@ -58,19 +57,43 @@ def test_without_interrupt_requests_are_answered_in_order_until_end_of_file():
 
 
 def test_the_overlay_gives_memory_back_only_after_a_quiet_spell(monkeypatch):
+    """The timers are the test's own: fired by hand, no sleeping against real ones."""
     from daemon.sources import overlay_host
 
     calls: list[float] = []
+    timers: list[Any] = []
+
+    class Timer:
+        def __init__(self, delay: float, function: Any) -> None:
+            self.delay, self.function, self.cancelled, self.daemon = delay, function, False, False
+            timers.append(self)
+
+        def start(self) -> None:
+            pass
+
+        def cancel(self) -> None:
+            self.cancelled = True
+
+        def fire(self) -> None:
+            if not self.cancelled:
+                self.function()
+
+    monkeypatch.setattr(overlay_host.threading, "Timer", Timer)
     monkeypatch.setattr(overlay_host, "give_back_memory", lambda: calls.append(1.0))
-    idle = overlay_host._IdleTrim(0.3)
+    idle = overlay_host._IdleTrim(300)
     idle.schedule()
-    time.sleep(0.2)
     idle.cancel()  # a selection came: the clock starts again after it
     idle.schedule()
-    time.sleep(0.2)
+    first, second = timers
+    assert (first.delay, second.delay) == (300, 300) and first.cancelled
+    first.fire()  # the cancelled one gives nothing back
     assert calls == []
-    assert wait_for(lambda: calls == [1.0], 3)
+    second.fire()  # a quiet spell after the last selection
+    assert calls == [1.0]
+    idle.schedule()  # each schedule replaces the one before
+    assert second.cancelled and len(timers) == 3
     idle.cancel()
+    assert timers[2].cancelled
 
 
 GIVE_BACK = """

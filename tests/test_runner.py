@@ -100,7 +100,7 @@ def test_no_model_configured_names_the_local_servers(ollama, config_dir):
 
 
 def test_keep_alive_leaves_a_shared_server_to_the_programs_using_it():
-    from test_service import FakeEngine
+    from fakes import FakeEngine
 
     from daemon.runner import Engines
 

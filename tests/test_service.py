@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import FakeEngine
 
 from daemon import platform
 from daemon import service as service_module
@@ -31,7 +31,6 @@ from daemon.errors import (
     WorkerCrashed,
     YomitoriError,
 )
-from daemon.models import ModelSpec
 from daemon.service import BUSY_NOTE_S, Job, Service, job_from_binding
 from daemon.sinks.history import EXCERPT_CHARS, History
 
@@ -107,117 +106,6 @@ class FakeDesktop:
 
     def called(self, name: str) -> list[tuple[Any, ...]]:
         return [call for call in self.calls if call[0] == name]
-
-
-Step = str | BaseException | Generation
-
-
-class FakeEngine:
-    """Speaks the Engine protocol.
-
-    Each ``generate`` takes the next scripted step (text, an exception to raise,
-    or a whole Generation); with ``block()`` it waits for ``release()`` (or a
-    cancel) so tests can look at the queue while a job runs.
-    """
-
-    def __init__(self, default_text: str = "A cat sits.") -> None:
-        self.default_text = default_text
-        self.script: deque[Step] = deque()
-        self.loads: list[ModelSpec] = []
-        self.load_errors: deque[BaseException] = deque()
-        self.calls: list[tuple[list[dict[str, Any]], dict[str, Any]]] = []
-        self.generation_ends: list[float] = []
-        self.unload_times: list[float] = []
-        self.cancels = 0
-        self.entered = 0
-        self.loaded_reads = 0
-        self._gate = threading.Event()
-        self._gate.set()
-        self._cancel = threading.Event()
-        self._spec: ModelSpec | None = None
-        self._loaded = False
-
-    # -- test controls --
-    def then(self, *steps: Step) -> FakeEngine:
-        self.script.extend(steps)
-        return self
-
-    def block(self) -> None:
-        self._gate.clear()
-
-    def release(self) -> None:
-        self._gate.set()
-
-    @property
-    def unloads(self) -> int:
-        return len(self.unload_times)
-
-    # -- the protocol --
-    @property
-    def spec(self) -> ModelSpec | None:
-        return self._spec
-
-    @property
-    def loaded(self) -> bool:
-        self.loaded_reads += 1
-        return self._loaded
-
-    def load(self, spec: ModelSpec) -> float:
-        if self._loaded and self._spec == spec:
-            return 0.0
-        if self.load_errors:
-            raise self.load_errors.popleft()
-        self.loads.append(spec)
-        self._spec = spec
-        self._loaded = True
-        return 0.125
-
-    def generate(
-        self,
-        messages: list[dict[str, Any]],
-        options: dict[str, Any],
-        on_text: Callable[[str], None] | None = None,
-    ) -> Generation:
-        self.calls.append((messages, dict(options)))
-        self.entered += 1
-        deadline = time.monotonic() + 10
-        while not self._gate.wait(0.005):
-            if self._cancel.is_set():
-                break
-            if time.monotonic() > deadline:
-                raise AssertionError("the test never released the fake engine")
-        step = self.script.popleft() if self.script else self.default_text
-        self.generation_ends.append(time.monotonic())
-        if self._cancel.is_set():
-            self._cancel.clear()
-            return Generation(text="partial", finish_reason="cancelled")
-        if isinstance(step, WorkerCrashed):
-            self._loaded = False  # like the real worker: dead, spec kept for a restart
-        if isinstance(step, BaseException):
-            raise step
-        if isinstance(step, Generation):
-            return step
-        if on_text is not None:
-            on_text(step)
-        return Generation(text=step, finish_reason="stop", ttft_s=0.01, total_s=0.02,
-                          prompt_tokens=5, completion_tokens=3)  # fmt: skip
-
-    def cancel(self) -> None:
-        self.cancels += 1
-        if not self._gate.is_set():
-            self._cancel.set()
-
-    def unload(self) -> None:
-        self.unload_times.append(time.monotonic())
-        self._spec = None
-        self._loaded = False
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "loaded": self._loaded,
-            "model": self._spec.name if self._loaded and self._spec else None,
-            "pid": 4242 if self._loaded else None,
-        }
 
 
 # --- fixtures ----------------------------------------------------------------
@@ -1340,7 +1228,7 @@ def test_history_gets_an_entry_per_successful_job(make: Make, history: History) 
     assert first.input_excerpt == long_input[:EXCERPT_CHARS]
     assert first.output == "first result"
     assert first.model == "m"
-    assert first.timings["completion_tokens"] == 3
+    assert first.timings["completion_tokens"] == 2  # the fake counts words: "first result"
     assert second.source == "selection"
     assert second.input_excerpt == "選択"
     assert second.output == "second result"

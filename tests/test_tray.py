@@ -7,10 +7,10 @@ import sys
 import threading
 
 import pytest
+from fakes import FakeEngine
 from xdesktop import desktop, missing_tools
 
 from daemon.config import Config, Settings
-from daemon.engine import Generation
 from daemon.sinks.history import History
 
 pytestmark = [
@@ -42,27 +42,6 @@ class FakeDesktop:
 
     def window(self, message: dict) -> None:
         self.windows.append(message)
-
-
-class FakeEngine:
-    spec = None
-    loaded = False
-
-    def load(self, spec):
-        self.spec, self.loaded = spec, True
-        return 0.0
-
-    def generate(self, messages, options, on_text=None):
-        return Generation(text="a prompt", finish_reason="stop")
-
-    def cancel(self):
-        pass
-
-    def unload(self):
-        self.loaded = False
-
-    def stats(self):
-        return {"loaded": self.loaded}
 
 
 class StubDaemon:
@@ -100,7 +79,8 @@ def tray(display, monkeypatch, tmp_path):
     from daemon.desktop.tray import Tray
     from daemon.service import Service
 
-    service = Service(FakeDesktop(), FakeEngine, history=History(tmp_path / "h.sqlite3"),
+    service = Service(FakeDesktop(), lambda _spec: FakeEngine("a prompt"),
+                      history=History(tmp_path / "h.sqlite3"),
                       config_loader=lambda: Config(settings=Settings()))  # fmt: skip
     service.load()
     stub = StubDaemon(service)

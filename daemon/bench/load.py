@@ -271,6 +271,7 @@ def run_load_bench(
             deadline = time.monotonic() + max_seconds
             started = time.monotonic()
             warm: dict[str, Any] = {}
+            half: dict[str, Any] = {}
             done = 0
             for i in range(actions):
                 if time.monotonic() > deadline:
@@ -280,6 +281,10 @@ def run_load_bench(
                 if done == warmup:
                     warm = processes(daemon.proc.pid)
                     say(f"warmed up after {done} actions; {actions - done} to go…")
+                if done == (actions + warmup) // 2:
+                    # Growth from here to the end tells a leak (it keeps on) from caches
+                    # and arenas that fill once (they level off).
+                    half = processes(daemon.proc.pid)
                 elif done % 100 == 0:
                     say(f"{done} of {actions} actions…")
             end = processes(daemon.proc.pid)
@@ -293,6 +298,8 @@ def run_load_bench(
                 failed=run.failed, cancelled=run.cancelled,
                 failure_samples=run.samples, rss_warm_mb=warm, rss_end_mb=end,
                 rss_growth_percent=_growth(warm, end) if warm else {},
+                rss_half_mb=half,
+                rss_growth_second_half_percent=_growth(half, end) if half else {},
                 rss_total_growth_percent=round(
                     100 * (sum(p["rss_mb"] for p in end.values())
                            / sum(p["rss_mb"] for p in warm.values()) - 1), 2) if warm else None,
