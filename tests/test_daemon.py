@@ -633,3 +633,26 @@ def test_no_user_text_reaches_the_log_or_the_terminal(desk, tmp_path):
     for piece in (MARKER, "7f3a", "灯台守", *(o for o in outputs if len(o.strip()) >= 8)):
         assert piece not in logs, f"{piece!r} is in the log"
         assert piece not in terminal, f"{piece!r} is in the terminal output"
+
+
+def test_quit_during_a_generation_cancels_it_and_the_daemon_is_gone_when_it_returns(desk):
+    """Seen: quit cancelled nothing and the daemon lived on for 12 s while status said
+    "not running" and run said "already running"."""
+    daemon = Daemon(desk).start()
+    try:
+        desk.set_clipboard("a very long story about the sea")
+        desk.key("super+alt+shift+l")  # 50 variations, 1500 tokens: a long generation
+        assert wait_for(lambda: daemon.status().get("running") == "variations", 30)
+        started = time.monotonic()
+        done = daemon.cli("quit", timeout=30)
+        took = time.monotonic() - started
+        print(f"quit during a generation took {took:.2f} s")  # for the record (pytest -s)
+        assert done.returncode == 0, done.stderr
+        assert "Cancelled the running variations." in done.stdout
+        assert "yomitori stopped." in done.stdout
+        # When quit returns the daemon is gone: status says so, and run starts at once.
+        assert daemon.proc.wait(timeout=5) == 0
+        assert daemon.cli("status").returncode == 3
+        assert took < 10, f"quit took {took:.1f} s"  # a bound for a hang, not a timing
+    finally:
+        daemon.stop()
