@@ -217,7 +217,7 @@ class LoadRun:
         if i % 20 < 10:
             self.daemon.request({"cmd": "cancel"}, timeout=30)
         else:
-            self._key("ctrl+alt+Escape")
+            self._key("super+alt+shift+x")  # the shipped cancel hotkey
         job.join(120)
         self._reply("cancel", reply or {"ok": False, "error": "no reply in time"})
 
