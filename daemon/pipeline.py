@@ -78,6 +78,23 @@ def split_values(
     return values, options
 
 
+def prefix_messages(
+    name: str, templates: TemplateSet, values: Mapping[str, str]
+) -> list[dict[str, Any]] | None:
+    """The fixed start of what ``name`` will send its model, when an OCR step comes first
+    and hands a text step its input (``ocr_translate``): the system part and the user
+    part before the text.  Evaluated while the user selects the region, it makes the
+    request after mouse-up a warm one.  None where nothing is known ahead."""
+    steps = steps_of(name, templates)
+    if len(steps) < 2 or steps[0] != OCR or steps[1] in BUILTIN_ACTIONS:
+        return None
+    template = templates.get(steps[1])
+    if template.kind != "text":
+        return None
+    mine = {k: v for k, v in values.items() if k in template.variables}
+    return render(template, text="", values=mine).messages
+
+
 OCR_TITLE = "Read text"
 
 

@@ -60,6 +60,7 @@ class _Control:
     model: str | None = None  # a model to load; for "answer": the window's tag
     spec: ModelSpec | None = None
     text: str | None = None  # "answer": what the user answered
+    prime: list[dict[str, Any]] | None = None  # "preload": a prompt start to cache
 
 
 @dataclass
@@ -411,7 +412,8 @@ class Service:
         region = job.source in ("region", "last_region")
         spec = model() if region else None
         if region:
-            self._preload(spec)
+            self._preload(spec, pipeline.prefix_messages(job.action, self.templates,
+                                                         plan.values))  # fmt: skip
             self._warm_ocr_meanwhile(job, plan.values)
         talk = pipeline.is_conversation(job.action, self.templates)
         if talk and "window" not in job.outputs:
@@ -576,15 +578,16 @@ class Service:
                         "status": ""})  # fmt: skip
         self._window({"do": "done", "tag": tag, "text": text, "status_after": "Done."})
 
-    def _preload(self, spec: ModelSpec | None) -> None:
+    def _preload(self, spec: ModelSpec | None, prime: list[dict[str, Any]] | None) -> None:
         """Load the region's model while the user drags, when nothing else runs or waits
-        (then the jobs ahead load what they need, in order)."""
+        (then the jobs ahead load what they need, in order), and read the fixed start of
+        its prompt (``prime``) into the model's cache."""
         if spec is None or any(e.loaded and e.spec == spec for e in self.engines.all()):
             return
         with self._pending_lock:
             idle = self.running is None and not self._waiting and self._queue.empty()
         if idle:
-            self._queue.put(_Control("preload", spec=spec))
+            self._queue.put(_Control("preload", spec=spec, prime=prime))
 
     def _note_waiting(self, job: Job, spec: ModelSpec | None) -> None:
         """Said once for a burst of presses: the job waits (for another, or a load)."""
@@ -655,7 +658,7 @@ class Service:
 
     def _control(self, item: _Control) -> None:
         if item.kind == "preload":
-            self._preload_now(item.spec)
+            self._preload_now(item.spec, item.prime)
             return
         if item.kind == "answer":
             self._answer(item)
@@ -681,15 +684,20 @@ class Service:
         self._set_error(message)
         self.io.notify("Model not loaded", message)
 
-    def _preload_now(self, spec: ModelSpec | None) -> None:
+    def _preload_now(self, spec: ModelSpec | None, prime: list[dict[str, Any]] | None) -> None:
         """A load started while the user selects; if it fails, the job that follows says
-        why (once), so nothing is said here."""
+        why (once), so nothing is said here.  ``prime``, one token's generation on the
+        prompt's fixed start, leaves that start in the model's cache: the request after
+        mouse-up only reads the text OCR found."""
         if spec is None:
             return
         self._set_state("loading")
         self._loading = spec
         try:
-            self.engines.get(spec).load(spec)
+            engine = self.engines.get(spec)
+            engine.load(spec)
+            if prime:
+                engine.generate(prime, {"max_tokens": 1, "temperature": 0.0})
         except Exception as err:
             log.info("preloading %s failed (%s); the action will say why", spec.name,
                      type(err).__name__)  # fmt: skip

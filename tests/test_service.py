@@ -554,10 +554,12 @@ def test_a_cold_ocr_process_starts_while_the_user_selects(
 def test_ocr_translate_chains_ocr_into_the_model(h: Harness) -> None:
     h.io.region = png()
     h.hotkey(Job(action="ocr_translate", source="region", vars={"style": "tags"}))
+    # Two generations: the prompt's start read during the selection, then the request.
+    primed, (messages, _options) = h.engine.calls
     assert h.io.writes == ["A cat sits."]
-    (messages, _options), *_ = h.engine.calls
     assert messages[-1]["content"] == "夕焼けの海"  # the OCR text fed the next step
     assert "comma-separated tags" in messages[0]["content"]
+    assert primed[0][0] == messages[0]  # with the binding's style, as the request has it
 
 
 @pytest.mark.parametrize(("action", "engine_var"), [("caption", None), ("ocr", "vlm")])
@@ -1610,3 +1612,22 @@ def test_closing_the_window_ends_the_conversation(h: Harness) -> None:
     h.service.window_event({"ev": "window", "tag": tag, "action": "answer", "text": "photo"})
     h.settle()
     assert len(h.engine.calls) == 1  # the answer after close went nowhere
+
+
+def test_the_prompt_start_is_read_while_the_user_selects(make: Make) -> None:
+    """ocr_translate: while the user drags, the model loads and reads the fixed start of
+    translate_en's prompt, so the request after mouse-up only reads what OCR found."""
+    io = DraggingDesktop()
+    h = make(io=io)
+    assert h.service.submit(region_job())
+    assert io.open.wait(TIMEOUT)
+    wait_for(lambda: h.engine.entered == 1, "the prompt's start to be read during the drag")
+    ((primed, options),) = h.engine.calls
+    assert options == {"max_tokens": 1, "temperature": 0.0}
+    assert primed[0]["role"] == "system" and "$" not in primed[0]["content"]
+    io.drag.set()
+    h.settle()
+    real = h.engine.calls[1][0]
+    assert real[0] == primed[0]  # the same system part: the cache has it
+    assert real[-1]["content"].startswith(primed[-1]["content"])  # and the user part's start
+    assert "夕焼けの海" in real[-1]["content"]
