@@ -43,6 +43,7 @@ from daemon.engine.llama import (
     fold_system,
     make_llama,
 )
+from daemon.platform import give_back_memory
 
 # Options the templates speak, mapped to create_chat_completion's names.
 _OPTION_NAMES = LLAMA_CPP_OPTIONS
@@ -317,6 +318,9 @@ class Worker:
                 },
             }
         )
+        # Answered: now hand the request's freed heap back (glibc keeps it otherwise, and
+        # the worker's memory crept up request after request), off the answer's path.
+        give_back_memory()
 
 
 def main(argv: list[str] | None = None) -> None:
