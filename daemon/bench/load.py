@@ -130,8 +130,25 @@ def processes(pid: int) -> dict[str, Any]:
     result = {}
     for role, proc in found.items():
         with contextlib.suppress(psutil.Error):
-            result[role] = {"pid": proc.pid, "rss_mb": round(proc.memory_info().rss / 2**20, 1)}
+            result[role] = {"pid": proc.pid, "rss_mb": round(proc.memory_info().rss / 2**20, 1),
+                            **_anon_mb(proc.pid)}  # fmt: skip
     return result
+
+
+def _anon_mb(pid: int) -> dict[str, float]:
+    """Linux: the part of RSS that is the process's own memory (RssAnon), apart from file
+    pages mapped in (RssFile: a memory-mapped model's weights, paged in as they are first
+    read, e.g. embedding rows of tokens not seen before).  A leak shows in the first."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+    except OSError:
+        return {}
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    out = {}
+    for key, name in (("RssAnon", "anon_mb"), ("RssFile", "file_mb")):
+        if key in fields:
+            out[name] = round(int(fields[key].split()[0]) / 1024, 1)
+    return out
 
 
 class LoadRun:
@@ -239,6 +256,12 @@ class LoadRun:
         self.owner.close()
 
 
+def _anon_growth(warm: dict[str, Any], end: dict[str, Any]) -> dict[str, float]:
+    both = [r for r in warm if warm[r].get("anon_mb") and end.get(r, {}).get("anon_mb")]
+    return {r: round(100 * (end[r]["anon_mb"] - warm[r]["anon_mb"]) / warm[r]["anon_mb"], 2)
+            for r in both}  # fmt: skip
+
+
 def _growth(warm: dict[str, Any], end: dict[str, Any]) -> dict[str, float]:
     return {role: round(100 * (end[role]["rss_mb"] - warm[role]["rss_mb"]) / warm[role]["rss_mb"],
                         2)
@@ -298,6 +321,7 @@ def run_load_bench(
                 failed=run.failed, cancelled=run.cancelled,
                 failure_samples=run.samples, rss_warm_mb=warm, rss_end_mb=end,
                 rss_growth_percent=_growth(warm, end) if warm else {},
+                anon_growth_percent=_anon_growth(warm, end) if warm else {},
                 rss_half_mb=half,
                 rss_growth_second_half_percent=_growth(half, end) if half else {},
                 rss_total_growth_percent=round(
