@@ -57,7 +57,8 @@ class _Control:
     the tray, or the start-up load), or preload one while the user selects a region."""
 
     kind: str
-    model: str | None = None  # a model to load; for "answer": the window's tag
+    model: str | None = None  # a model to load
+    tag: str | None = None  # "answer": the window's (its job's) tag
     spec: ModelSpec | None = None
     text: str | None = None  # "answer": what the user answered
     prime: list[dict[str, Any]] | None = None  # "preload": a prompt start to cache
@@ -247,14 +248,7 @@ class Service:
     def submit(self, job: Job) -> bool:
         """Take ``job``: its input is read now (on the capture thread; a given text at
         once), its model step queued.  False (and a notification) when the queue is full."""
-        with self._pending_lock:
-            if self._stopping or self._pending >= self.settings.queue_size:
-                full = True
-            else:
-                full = False
-                self._pending += 1
-                self._counted.add(id(job))
-        if full:
+        if not self._admit(job):
             log.info("queue full: %s refused", job.action)
             if job.future is not None:
                 job.future.set_exception(UserInputError("yomitori is busy; try again."))
@@ -265,14 +259,23 @@ class Service:
                 self.io.notify("yomitori is busy", "Still working on earlier requests; "
                                "press again when it is done.")  # fmt: skip
             return False
-        self.accepted += 1
-        job.started = time.monotonic()
         job.tag = f"job-{self.accepted}"
         if job.text is not None:
             self._take(job)  # nothing to take from the desktop
         else:
             self._captures.put(job)
         self._changed()
+        return True
+
+    def _admit(self, job: Job) -> bool:
+        """Count ``job`` in, if the queue has room and yomitori is not stopping."""
+        with self._pending_lock:
+            if self._stopping or self._pending >= self.settings.queue_size:
+                return False
+            self._pending += 1
+            self._counted.add(id(job))
+        self.accepted += 1
+        job.started = time.monotonic()
         return True
 
     @property
@@ -448,7 +451,7 @@ class Service:
 
     def _answer(self, item: _Control) -> None:
         """The user's answer in the window: the next question, or the final prompt."""
-        held = self._conversations.get(str(item.model))
+        held = self._conversations.get(str(item.tag))
         if held is None:
             return  # the window was closed meanwhile
         ready, talk = held
@@ -522,7 +525,7 @@ class Service:
             elif action == "refused":
                 self._refused.add(tag)
             elif action == "answer" and tag in self._conversations:
-                self._queue.put(_Control("answer", model=tag, text=str(text or "")))
+                self._queue.put(_Control("answer", tag=tag, text=str(text or "")))
             elif action == "closed":
                 held = self._conversations.pop(tag, None)
                 if held is not None and self.running is held[0].job:
@@ -533,16 +536,12 @@ class Service:
     def _retry(self, ready: _Ready) -> None:
         """The same input again, through the queue, into the same window."""
         job = replace(ready.job, future=None)
+        if not self._admit(job):
+            self._window({"do": "failed", "tag": job.tag,
+                          "message": "yomitori is busy; try again."})  # fmt: skip
+            return
         with self._pending_lock:
-            if self._stopping or self._pending >= self.settings.queue_size:
-                self._window({"do": "failed", "tag": job.tag,
-                                "message": "yomitori is busy; try again."})  # fmt: skip
-                return
-            self._pending += 1
-            self._counted.add(id(job))
             self._waiting.append(job)
-        self.accepted += 1
-        job.started = time.monotonic()
         again = _Ready(job, ready.plan, ready.payload, ready.spec)
         self._windows[str(job.tag)] = again
         self._queue.put(again)
