@@ -78,6 +78,16 @@ def backend_model(request: pytest.FixtureRequest, config_dir: Path,
             stop()
 
 
+def started() -> tuple[Service, list[str]]:
+    """A service on the real engines, and the states it goes through (the tray's)."""
+    service = Service(Desk(), config_loader=lambda: Config(settings=Settings()))
+    seen: list[str] = []
+    service.listeners.append(lambda s: seen.append(s.state))
+    service.load()
+    service.start(preload=False)
+    return service, seen
+
+
 def run(service: Service, seen: list[str]) -> list[str]:
     """The states one job goes through (the ones the tray draws)."""
     seen.clear()
@@ -94,11 +104,7 @@ def run(service: Service, seen: list[str]) -> list[str]:
 @pytest.mark.parametrize("backend_model", ["llama-cpp", "llama-server", "openai", "ollama"],
                          indirect=True)  # fmt: skip
 def test_the_tray_state_follows_the_job_on_every_backend(backend_model: str) -> None:
-    service = Service(Desk(), config_loader=lambda: Config(settings=Settings()))
-    seen: list[str] = []
-    service.listeners.append(lambda s: seen.append(s.state))
-    service.load()
-    service.start(preload=False)
+    service, seen = started()
     try:
         first = run(service, seen)
         # A cold model: loading, then busy, then idle, in that order and nothing else.
@@ -122,11 +128,7 @@ def test_the_tray_shows_error_when_the_server_goes_away_and_idle_once_it_is_back
     (config_dir / "models.toml").write_text(
         f'default = "m"\n[models.m]\nbackend = "openai"\nurl = "{server.url}"\n'
         'model = "tiny"\n', "utf-8")  # fmt: skip
-    service = Service(Desk(), config_loader=lambda: Config(settings=Settings()))
-    seen: list[str] = []
-    service.listeners.append(lambda s: seen.append(s.state))
-    service.load()
-    service.start(preload=False)
+    service, seen = started()
     try:
         run(service, seen)
         port = server.port
